@@ -1,0 +1,166 @@
+"""The ``lighthead-edge`` command line. Every heavy import (torch, OpenVINO, ...) happens inside its command, and every
+``LightheadError`` becomes one line on stderr plus a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from lighthead_edge.errors import ConfigError, LightheadError
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lighthead-edge")
+def cli() -> None:
+    """Light-Head R-CNN from PyTorch to the camera: data, train, eval, compress, export, run."""
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Make or fetch COCO-format datasets."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--num", default=800, show_default=True, help="Training images.")
+@click.option("--val", "num_val", default=None, type=int, help="Validation images [default: num / 5].")
+@click.option("--size", default=320, show_default=True, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True)
+def data_synth(out: str, num: int, num_val: int | None, size: int, seed: int) -> None:
+    """Synthetic scenes (circle, square, triangle, star among clutter) -> OUT/train.json, OUT/val.json."""
+    from lighthead_edge.data.synth import generate_dataset
+
+    if num < 1 or size < 64:
+        raise ConfigError("--num must be >= 1 and --size >= 64")
+    num_val = max(1, num // 5) if num_val is None else num_val
+    info = generate_dataset(out, num, num_val, size=(size, size), seed=seed, progress=True)
+    click.echo(f"wrote {num} train / {num_val} val images: {info['train']} {info['val']}")
+
+
+@data.command("neon-trees")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--wheel", default=None, help="A local deepforest-2.1.0 wheel (offline use).")
+@click.option("--cache", "cache_dir", default=None, help="Download cache [default: ~/.cache/lighthead-edge].")
+@click.option("--tile", default=400, show_default=True, help="Training tile side in pixels.")
+def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int) -> None:
+    """NEON airborne tree crowns: train on tiles of the YELL crops, evaluate on OSBS_029 + SOAP_061."""
+    from lighthead_edge.data.neon import prepare_neon
+
+    info = prepare_neon(out, wheel=wheel, cache_dir=cache_dir, tile=tile, progress=True)
+    click.echo(f"wrote {info['num_train_images']} train tiles and {info['num_val_boxes']} val boxes: "
+               f"{info['train']} {info['val']}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+@cli.command()
+@click.option("--data", "train_json", required=True, help="Training COCO json.")
+@click.option("--val", "val_json", default=None, help="Validation COCO json (mAP per epoch, best kept).")
+@click.option("--backbone", default="mobilenet_v2", show_default=True)
+@click.option("--head", "head_size", type=click.Choice(["S", "L"]), default="S", show_default=True)
+@click.option("--input-size", default=512, show_default=True, help="Square input side (multiple of 16).")
+@click.option("--pretrained", default=None, help="Backbone weights file, or 'imagenet' (fetched once, cached).")
+@click.option("--init", "init_checkpoint", default=None, help="Fine-tune from this model.pt.")
+@click.option("--epochs", default=12, show_default=True)
+@click.option("--iters", default=None, type=int, help="Train for this many iterations instead of epochs.")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", default=None, type=float, help="[default: 0.02 sgd, 0.0005 adamw]")
+@click.option("--warmup", default=100, show_default=True, help="Warm-up iterations.")
+@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from <out>.last.pt.")
+@click.option("--out", required=True, help="Where the best model.pt goes.")
+def train(**kw) -> None:
+    """Train (or fine-tune) a Light-Head R-CNN on COCO-format data."""
+    from lighthead_edge.config import ModelConfig, TrainConfig
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+    from lighthead_edge.modeling.pretrained import resolve_pretrained
+    from lighthead_edge.train import train as run_training
+
+    lr = kw["lr"] or (0.02 if kw["optimizer"] == "sgd" else 5e-4)
+    tcfg = TrainConfig(
+        epochs=kw["epochs"], iters=kw["iters"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=lr,
+        warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"],
+    )  # fmt: skip
+    init_model, init_classes = None, None
+    if kw["init_checkpoint"]:
+        init_model, init_classes, _ = load_checkpoint(kw["init_checkpoint"])
+    size = kw["input_size"]
+    mcfg = ModelConfig(backbone=kw["backbone"], head_size=kw["head_size"], input_size=(size, size))
+    pretrained = resolve_pretrained(kw["pretrained"], mcfg.backbone) if kw["pretrained"] else None
+    result = run_training(
+        train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
+        pretrained=pretrained, init_model=init_model, init_classes=init_classes, resume=kw["resume"],
+    )  # fmt: skip
+    from lighthead_edge.evaluate import format_metrics
+
+    best = format_metrics(result.best_metrics) if result.best_metrics else "no validation"
+    click.echo(f"saved {result.checkpoint}  ({best}; {result.seconds / 60:.1f} min)")
+
+
+# ----------------------------------------------------------------------------------------------------- eval, info
+@cli.command("eval")
+@click.argument("model")
+@click.option("--data", "data_json", required=True, help="COCO json to evaluate on.")
+@click.option("--json", "json_out", default=None, help="Also write the metrics (and detections) as JSON here.")
+@click.option("--batch-size", default=4, show_default=True)
+def eval_cmd(model: str, data_json: str, json_out: str | None, batch_size: int) -> None:
+    """COCO mAP (pycocotools) of MODEL (a model.pt) on a COCO json."""
+    from lighthead_edge.evaluate import evaluate_model, format_metrics
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    net, classes, _ = load_checkpoint(model)
+    det_path = Path(json_out).with_suffix(".detections.json") if json_out else None
+    metrics = evaluate_model(net, data_json, batch_size=batch_size, results_path=det_path)
+    click.echo(f"{Path(model).name} on {Path(data_json).name}: {format_metrics(metrics)}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"model": model, "data": data_json, "metrics": metrics}, indent=2))
+
+
+@cli.command()
+@click.argument("model")
+def info(model: str) -> None:
+    """Classes, settings, and parameters + MACs per stage of MODEL (a model.pt)."""
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+    from lighthead_edge.modeling.summary import format_costs, stage_costs
+
+    net, classes, payload = load_checkpoint(model)
+    c = net.config
+    click.echo(f"{model}: {c.backbone}-{c.head_size}, input {c.input_size[0]}x{c.input_size[1]}, "
+               f"{len(classes)} classes {classes}")  # fmt: skip
+    val = payload.get("meta", {}).get("val") or {}
+    if val:
+        click.echo("validation: " + "  ".join(f"{k} {v:.3f}" for k, v in val.items() if k.startswith("AP")))
+    click.echo(format_costs(stage_costs(net)))
+
+
+def main() -> None:
+    """Entry point: one-line errors and exit codes instead of tracebacks for anything a user can cause."""
+    try:
+        cli.main(standalone_mode=False)
+    except LightheadError as exc:
+        _echo(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _echo("interrupted")
+        sys.exit(130)
+    except (OSError, FloatingPointError) as exc:
+        _echo(f"error: {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

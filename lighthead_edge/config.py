@@ -1,0 +1,132 @@
+"""Settings, held in frozen dataclasses. Building modules from them happens in one place per package.
+
+The model defaults follow the paper (arXiv 1711.07264) where it is explicit: stride 16, anchors 2..32 x 0.5/1/2,
+a k=15 large separable convolution, alpha=10 and p=7 (a 490-channel thin map), PS-RoIAlign with 2x2 samples per bin,
+one fc-2048, RPN NMS 0.7 and test NMS 0.5. RoI counts and the input size are edge-sized (the paper's 6000/1000
+test RoIs and 800x1333 inputs are for GPUs); they are settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lighthead_edge.errors import ConfigError
+
+HEAD_SIZES = {"S": 64, "L": 256}  # C_mid of the large separable convolution
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a detector; stored in every checkpoint."""
+
+    num_classes: int = 1  # foreground classes; background is label 0
+    backbone: str = "mobilenet_v2"
+    input_size: tuple[int, int] = (512, 512)  # (H, W), letterboxed
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0..255
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # RPN
+    anchor_scales: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)  # in units of the stride
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_channels: int = 256
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 512
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 1.0
+    # thin feature map (large separable convolution)
+    head_size: str = "S"
+    kernel_size: int = 15
+    alpha: int = 10
+    pool_size: int = 7
+    # R-CNN subnet
+    fc_dim: int = 2048
+    sampling_ratio: int = 2
+    class_agnostic_reg: bool = True
+    # post-processing
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.head_size not in HEAD_SIZES:
+            raise ConfigError(f"head_size must be one of {sorted(HEAD_SIZES)}, got {self.head_size!r}")
+        h, w = self.input_size
+        if h % 16 or w % 16 or h < 64 or w < 64:
+            raise ConfigError(f"input_size must be multiples of 16 and at least 64, got {self.input_size}")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+
+    @property
+    def stride(self) -> int:
+        return 16
+
+    @property
+    def head_mid_channels(self) -> int:
+        return HEAD_SIZES[self.head_size]
+
+    @property
+    def thin_channels(self) -> int:
+        """C_out of the thin feature map: alpha * p * p (490 by default)."""
+        return self.alpha * self.pool_size * self.pool_size
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchor_scales) * len(self.anchor_ratios)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown model settings {unknown}; the checkpoint is from another version")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fixed)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training / fine-tuning loop."""
+
+    epochs: int = 12
+    iters: int | None = None  # when set, overrides epochs
+    batch_size: int = 4
+    optimizer: str = "sgd"  # "sgd" | "adamw"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100
+    schedule: str = "cosine"  # "cosine" | "step" | "constant"
+    hflip: bool = True
+    # sampling
+    rpn_batch_size: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    roi_batch_size: int = 256
+    roi_positive_fraction: float = 0.25
+    roi_fg_iou: float = 0.5
+    roi_bg_iou_hi: float = 0.5
+    roi_bg_iou_lo: float = 0.0
+    # bookkeeping
+    eval_every: int = 1  # epochs between validation runs
+    seed: int = 0
+    workers: int = 0
+    threads: int | None = None
+    freeze_bn: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ConfigError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("batch_size must be >= 1 and lr > 0")

@@ -1,0 +1,47 @@
+"""Datasets and transforms: COCO-format detection data, synthetic shape scenes, the NEON tree-crown set.
+
+Names are loaded on first use (PEP 562): importing this package imports neither torch nor OpenCV, and
+``lighthead_edge.data.transforms`` stays usable on torch-free devices. Only ``coco`` needs torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "PAD_BGR": "transforms",
+    "hflip": "transforms",
+    "letterbox": "transforms",
+    "read_image": "transforms",
+    "scale_boxes": "transforms",
+    "to_model_input": "transforms",
+    "CocoDetection": "coco",
+    "collate": "coco",
+    "load_coco": "coco",
+    "Scene": "synth",
+    "generate_dataset": "synth",
+    "render_scene": "synth",
+    "prepare_neon": "neon",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lighthead_edge.data.coco import CocoDetection, collate, load_coco
+    from lighthead_edge.data.neon import prepare_neon
+    from lighthead_edge.data.synth import Scene, generate_dataset, render_scene
+    from lighthead_edge.data.transforms import PAD_BGR, hflip, letterbox, read_image, scale_boxes, to_model_input
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,88 @@
+"""Image and box transforms shared by training, evaluation and the torch-free runtime.
+
+Only numpy and OpenCV are imported here: ``lighthead_edge.runtime`` reuses this module on devices without torch.
+
+Note:
+    Boxes are float ``[N, 4]`` arrays of ``(x1, y1, x2, y2)`` in continuous pixel coordinates: pixel ``i`` covers
+    ``[i, i + 1)``, so a box around a whole ``W``-wide image is ``(0, 0, W, H)`` and a horizontal flip maps ``x`` to
+    ``W - x``. COCO ``[x, y, w, h]`` boxes are in the same coordinates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lighthead_edge.errors import DataError
+
+# ImageNet mean in BGR, 0..255 (ModelConfig.pixel_mean reversed and rounded): padding with it normalises to ~0,
+# so the letterbox border looks like "nothing" to the backbone.
+PAD_BGR: tuple[int, int, int] = (104, 116, 124)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, 3]`` BGR; raise ``DataError`` naming the file if it can't be decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image {path} not found; check the path or the dataset's image root")
+    # np.fromfile + imdecode instead of imread: imread returns None silently and can't read non-ASCII paths on Windows.
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"image {path} can't be decoded; it is corrupt or not an image (re-export it as JPEG or PNG)")
+    return image
+
+
+def letterbox(
+    image_bgr: np.ndarray, size: tuple[int, int], *, pad_bgr: tuple[int, int, int] = PAD_BGR
+) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio so the image fits in ``size``, at the top-left, and pad bottom/right.
+
+    Args:
+        image_bgr (ndarray[h, w, 3] uint8): the original image.
+        size: ``(H, W)`` of the model input.
+        pad_bgr: colour of the padding; the ImageNet mean by default.
+
+    Returns:
+        ``(ndarray[H, W, 3] uint8, scale)`` where ``scale = min(H / h, W / w)``; input-pixel coordinates map back to
+        the original image by dividing by ``scale`` (see :func:`scale_boxes`).
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise DataError(f"expected a uint8 [H, W, 3] BGR image, got {image_bgr.dtype} {list(image_bgr.shape)}")
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = image_bgr.shape[:2]
+    scale = min(out_h / h, out_w / w)
+    new_h = min(out_h, max(1, round(h * scale)))
+    new_w = min(out_w, max(1, round(w * scale)))
+    if (new_h, new_w) != (h, w):
+        image_bgr = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+    out[:] = pad_bgr
+    out[:new_h, :new_w] = image_bgr
+    return out, float(scale)
+
+
+def to_model_input(image_bgr: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 BGR -> ``[3, H, W]`` float32 RGB in 0..255 (the model normalises internally)."""
+    rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def hflip(image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror an ``[H, W, C]`` image and its ``[N, 4]`` xyxy boxes left-right (``x' = W - x``)."""
+    width = image.shape[1]
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    flipped = boxes.copy()
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return np.ascontiguousarray(image[:, ::-1]), flipped
+
+
+def scale_boxes(boxes: np.ndarray, scale: float, orig_hw: tuple[int, int]) -> np.ndarray:
+    """Map ``[N, 4]`` xyxy boxes from letterboxed-input pixels to the original image, clipped to ``(0, 0, w, h)``."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / np.float32(scale)
+    h, w = orig_hw
+    np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
+    return out

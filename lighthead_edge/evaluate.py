@@ -1,0 +1,99 @@
+"""COCO mAP through pycocotools, for a torch model (and, through the runtime, for exported bundles)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lighthead_edge.errors import DataError
+from lighthead_edge.progress import progress as _progress
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def coco_map(gt_json: str | Path, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None) -> dict[str, float]:
+    """COCO box metrics of ``results`` (COCO result dicts, bbox as xywh in original pixels) against ``gt_json``.
+
+    Returns AP (0.5:0.95), AP50, AP75, APs/m/l and the AR figures; -1 where COCO has nothing to measure (e.g. no
+    large objects). No detections at all gives AP 0, not an error.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        ids = sorted(image_ids) if image_ids is not None else sorted(gt.getImgIds())
+        if not results:
+            return {name: (0.0 if name.startswith(("AP", "AR")) else -1.0) for name in METRIC_NAMES}
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: float(v) for name, v in zip(METRIC_NAMES, ev.stats)}
+
+
+def to_coco_results(
+    image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, label_to_cat_id: dict[int, int]
+) -> list[dict[str, Any]]:
+    """Detections in original-image xyxy pixels -> COCO result dicts."""
+    out = []
+    for (x1, y1, x2, y2), s, lab in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(label_to_cat_id[int(lab)]),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(s), 5),
+            }
+        )
+    return out
+
+
+def predict_dataset(model, dataset, *, batch_size: int = 4, progress: bool = True, desc: str = "eval") -> list[dict]:
+    """Run a torch detector over a ``CocoDetection`` -> COCO results in original-image coordinates."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lighthead_edge.data.coco import collate
+    from lighthead_edge.data.transforms import scale_boxes
+
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.coco_path}: no images to evaluate")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    was_training = model.training
+    model.eval()
+    results: list[dict] = []
+    try:
+        with torch.no_grad():
+            for images, targets in _progress(loader, progress, desc):
+                for det, tgt in zip(model(images), targets):
+                    boxes = scale_boxes(det["boxes"].numpy(), tgt["scale"], tgt["orig_size"])
+                    results += to_coco_results(
+                        tgt["image_id"], boxes, det["scores"].numpy(), det["labels"].numpy(), dataset.label_to_cat_id
+                    )
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate_model(model, json_path: str | Path, *, batch_size: int = 4, progress: bool = True, results_path=None) -> dict:
+    """COCO metrics of a torch detector on a COCO json; optionally write the raw detections to ``results_path``."""
+    from lighthead_edge.data.coco import CocoDetection
+
+    dataset = CocoDetection(json_path, input_size=model.config.input_size, train=False)
+    results = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
+    if results_path is not None:
+        Path(results_path).write_text(json.dumps(results))
+    return coco_map(json_path, results, dataset.image_ids)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics)

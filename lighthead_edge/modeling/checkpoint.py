@@ -1,0 +1,95 @@
+"""``model.pt``: the model config, class names and state dict (plus optional training state), loadable with
+``torch.load(weights_only=True)``. Written atomically: a temporary file in the same directory, then a rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lighthead_edge.config import ModelConfig
+from lighthead_edge.errors import CheckpointError, LightheadError
+from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector
+
+FORMAT = "lighthead-edge/checkpoint/1"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: LightHeadRCNN,
+    class_names: list[str],
+    *,
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``path`` atomically. ``meta`` holds plain values (metrics, data paths); ``train_state`` optimizer,
+    scheduler and epoch for ``--resume``."""
+    path = Path(path)
+    if len(class_names) != model.config.num_classes:
+        raise CheckpointError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
+    payload = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "classes": list(class_names),
+        "state_dict": model.state_dict(),
+        "meta": meta or {},
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw payload, validated; a one-line ``CheckpointError`` for anything that isn't our checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle junk, text file: all mean "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable lighthead-edge checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a lighthead-edge checkpoint (expected format {FORMAT!r})")
+    for key in ("config", "classes", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"{path} is missing {key!r}; it was not written by lighthead-edge")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[LightHeadRCNN, list[str], dict[str, Any]]:
+    """Rebuild the model of a checkpoint -> (model in eval mode, class names, payload)."""
+    payload = read_checkpoint(path)
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (LightheadError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model config: {exc}") from None
+    model = build_detector(config)
+    own, given = model.state_dict(), payload["state_dict"]
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    mismatched = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
+    if missing or unexpected or mismatched:
+        first = (missing + unexpected + mismatched)[0]
+        raise CheckpointError(
+            f"{path} does not match the {config.backbone} architecture it declares ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mis-shaped tensors; first: {first})"
+        )
+    model.load_state_dict(given)
+    model.eval()
+    return model, list(payload["classes"]), payload

@@ -1,0 +1,231 @@
+"""Training and fine-tuning on COCO-format data: SGD/AdamW with warm-up, epochs or iterations, validation mAP per
+epoch, the best checkpoint kept, and resume. Pruning reuses it through ``init_model``."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from lighthead_edge.config import ModelConfig, TrainConfig
+from lighthead_edge.data.coco import CocoDetection, collate
+from lighthead_edge.errors import CheckpointError, DataError
+from lighthead_edge.evaluate import coco_map, format_metrics, predict_dataset
+from lighthead_edge.modeling.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector, freeze_batchnorm
+from lighthead_edge.progress import progress
+
+# a loss term computed on the side (distillation when fine-tuning a pruned model): (model, images, targets) -> loss
+ExtraLoss = Callable[[LightHeadRCNN, torch.Tensor, list[dict]], dict[str, torch.Tensor]]
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def last_path(out: Path) -> Path:
+    """Where the resumable state of a run writing ``out`` lives."""
+    return out.with_name(out.stem + ".last.pt")
+
+
+def _build_model(model_config, train_config, classes, pretrained, init_model) -> LightHeadRCNN:
+    if init_model is not None:
+        init_model.train_config = train_config
+        return init_model
+    config = ModelConfig.from_dict({**model_config.to_dict(), "num_classes": len(classes)})
+    return build_detector(config, pretrained_backbone=pretrained, train_config=train_config)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int):
+    """Linear warm-up from 1% of the rate, then cosine to 1%, steps at 2/3 and 8/9, or constant."""
+
+    def factor(it: int) -> float:
+        if it < cfg.warmup_iters:
+            return 0.01 + 0.99 * it / max(cfg.warmup_iters, 1)
+        if cfg.schedule == "cosine":
+            t = (it - cfg.warmup_iters) / max(total_iters - cfg.warmup_iters, 1)
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if cfg.schedule == "step":
+            return 0.1 ** sum(it >= total_iters * f for f in (2 / 3, 8 / 9))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _prepare_model(model: LightHeadRCNN, freeze_bn: bool, frozen_stages: int) -> None:
+    model.train()
+    if freeze_bn:
+        freeze_batchnorm(model.backbone)
+    features = getattr(model.backbone, "features", None)
+    if features is not None and frozen_stages > 0:
+        for p in features[:frozen_stages].parameters():
+            p.requires_grad_(False)
+
+
+def train(
+    *,
+    train_json: str | Path,
+    val_json: str | Path | None,
+    out: str | Path,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    pretrained: str | Path | None = None,
+    init_model: LightHeadRCNN | None = None,
+    init_classes: list[str] | None = None,
+    resume: bool = False,
+    extra_loss: ExtraLoss | None = None,
+    progress_bar: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a detector (or fine-tune ``init_model``) and keep the best checkpoint (by val AP) at ``out``.
+
+    Without ``val_json`` the last epoch's model is kept. ``resume`` continues from ``<out>.last.pt``.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    cfg = train_config or TrainConfig()
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
+    train_set = CocoDetection(train_json, input_size=base_cfg.input_size, train=cfg.hflip)
+    if len(train_set) == 0:
+        raise DataError(f"{train_json}: the training set has no images")
+    if init_classes is not None and list(init_classes) != train_set.class_names:
+        raise DataError(f"{train_json} has classes {train_set.class_names}, the model has {init_classes}")
+    val_set = CocoDetection(val_json, input_size=base_cfg.input_size, train=False) if val_json else None
+    if val_set is not None and val_set.class_names != train_set.class_names:
+        raise DataError(f"{val_json} has classes {val_set.class_names}, but {train_json} has {train_set.class_names}")
+
+    model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
+    freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
+    frozen_stages = int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0))
+    _prepare_model(model, freeze_bn, frozen_stages)
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=len(train_set) > cfg.batch_size,
+        num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed),
+    )  # fmt: skip
+    total_iters = cfg.iters or cfg.epochs * len(loader)
+    epochs = math.ceil(total_iters / len(loader))
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_schedule(optimizer, cfg, total_iters)
+    state = _RunState()
+    if resume:
+        state = _restore(last_path(out), model, optimizer, scheduler)
+        log(f"resumed from {last_path(out)} at epoch {state.epoch}, iteration {state.iteration}")
+
+    log(f"training {model.config.backbone}-{model.config.head_size} on {len(train_set)} images, "
+        f"{total_iters} iterations ({epochs} epochs of {len(loader)}), classes {train_set.class_names}")  # fmt: skip
+    start = time.perf_counter() - state.seconds
+    while state.epoch < epochs and state.iteration < total_iters:
+        _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn)
+        state.epoch += 1
+        final = state.epoch >= epochs or state.iteration >= total_iters
+        metrics = _validate(model, val_set, cfg, state.epoch, final, progress_bar)
+        state.seconds = time.perf_counter() - start
+        record = {"epoch": state.epoch, "iteration": state.iteration, "loss": state.last_loss, **(metrics or {})}
+        state.history.append(record)
+        improved = val_set is None or (metrics is not None and metrics["AP"] > state.best_ap)
+        if improved:
+            state.best_ap = metrics["AP"] if metrics else state.best_ap
+            state.best_metrics = metrics or {}
+            meta = {"val": metrics or {}, "epoch": state.epoch, "train_data": str(train_json), "history": state.history}
+            save_checkpoint(out, model, train_set.class_names, meta=meta)
+        save_checkpoint(last_path(out), model, train_set.class_names, meta={}, train_state=state.to_dict(optimizer, scheduler))
+        log(f"epoch {state.epoch}/{epochs}  it {state.iteration}  loss {state.last_loss:.3f}  "
+            + (format_metrics(metrics) if metrics else "(no validation)") + ("  * best" if improved else ""))  # fmt: skip
+    return TrainResult(out, state.best_metrics, state.history, time.perf_counter() - start)
+
+
+@dataclass
+class _RunState:
+    epoch: int = 0
+    iteration: int = 0
+    best_ap: float = -1.0
+    last_loss: float = float("nan")
+    seconds: float = 0.0
+    best_metrics: dict | None = None
+    history: list | None = None
+
+    def __post_init__(self) -> None:
+        self.best_metrics = self.best_metrics or {}
+        self.history = self.history or []
+
+    def to_dict(self, optimizer, scheduler) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "iteration": self.iteration, "best_ap": self.best_ap, "seconds": self.seconds,
+            "best_metrics": self.best_metrics, "history": self.history,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        }  # fmt: skip
+
+
+def _restore(path: Path, model, optimizer, scheduler) -> _RunState:
+    payload = read_checkpoint(path)
+    ts = payload.get("train_state")
+    if ts is None:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    loaded, _, _ = load_checkpoint(path)
+    model.load_state_dict(loaded.state_dict())
+    optimizer.load_state_dict(ts["optimizer"])
+    scheduler.load_state_dict(ts["scheduler"])
+    return _RunState(ts["epoch"], ts["iteration"], ts["best_ap"], float("nan"), ts["seconds"], ts["best_metrics"], ts["history"])
+
+
+def _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn) -> None:
+    model.train()
+    if freeze_bn:
+        freeze_batchnorm(model.backbone)
+    bar = progress(loader, progress_bar, desc=f"epoch {state.epoch + 1}")
+    smoothed = None
+    for images, targets in bar:
+        losses = model(images, targets)
+        if extra_loss is not None:
+            losses.update(extra_loss(model, images, targets))
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {state.iteration}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        scheduler.step()
+        state.iteration += 1
+        smoothed = loss.item() if smoothed is None else 0.9 * smoothed + 0.1 * loss.item()
+        state.last_loss = smoothed
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+        if state.iteration >= total_iters:
+            break
+
+
+def _validate(model, val_set, cfg: TrainConfig, epoch: int, final: bool, progress_bar: bool) -> dict | None:
+    if val_set is None or (epoch % cfg.eval_every and not final):
+        return None
+    results = predict_dataset(model, val_set, batch_size=cfg.batch_size, progress=progress_bar, desc="val")
+    return coco_map(val_set.coco_path, results, val_set.image_ids)
