@@ -25,7 +25,21 @@ _EXPORTS = {
     "prepare_neon": "neon",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "PAD_BGR",
+    "CocoDetection",
+    "Scene",
+    "collate",
+    "generate_dataset",
+    "hflip",
+    "letterbox",
+    "load_coco",
+    "prepare_neon",
+    "read_image",
+    "render_scene",
+    "scale_boxes",
+    "to_model_input",
+]
 
 if TYPE_CHECKING:
     from lighthead_edge.data.coco import CocoDetection, collate, load_coco

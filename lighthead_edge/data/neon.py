@@ -195,7 +195,9 @@ def prepare_neon(
         ``"num_val_images"`` and ``"num_val_boxes"``.
     """
     if tile < 32 or not 0 <= overlap < tile:
-        raise DataError(f"need tile >= 32 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise DataError(
+            f"need tile >= 32 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}; pick a smaller overlap"
+        )
     if wheel is None:
         wheel_path = _download_wheel(Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR, progress)
     else:

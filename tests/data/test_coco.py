@@ -1,0 +1,132 @@
+"""load_coco validation messages, CocoDetection targets and collate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lighthead_edge.data.coco import CocoDetection, collate, load_coco
+from lighthead_edge.errors import DataError
+
+
+def _write_image(path: Path, h: int, w: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _coco() -> dict:
+    """Two images (100x200 and 50x50), categories with unsorted, non-contiguous ids, one crowd and one thin box."""
+    return {
+        "images": [
+            {"id": 10, "file_name": "imgs/a.png", "height": 100, "width": 200},
+            {"id": 11, "file_name": "imgs/b.png", "height": 50, "width": 50},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 10, "category_id": 7, "bbox": [10, 20, 30, 40], "iscrowd": 0},
+            {"id": 2, "image_id": 10, "category_id": 3, "bbox": [100, 0, 50, 50]},
+            {"id": 3, "image_id": 10, "category_id": 3, "bbox": [0, 0, 200, 100], "iscrowd": 1},
+            {"id": 4, "image_id": 10, "category_id": 7, "bbox": [5, 5, 0.5, 20]},
+        ],
+        "categories": [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}],
+    }
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    _write_image(tmp_path / "imgs" / "a.png", 100, 200)
+    _write_image(tmp_path / "imgs" / "b.png", 50, 50)
+    (tmp_path / "ann.json").write_text(json.dumps(_coco()))
+    return tmp_path
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "ann.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def _broken(**changes: object) -> dict:
+    data = _coco()
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", r"ann\.json is not valid JSON"),
+        ([1, 2], r"ann\.json is not a COCO detection file"),
+        ({"images": [], "categories": []}, r"ann\.json is not a COCO detection file: it has no 'annotations' list"),
+        (_broken(images=[]), r"ann\.json lists no images"),
+        (_broken(categories=[]), r"lists no categories"),
+        (_broken(annotations=[{"image_id": 10, "category_id": 7, "bbox": [1, 2, 3]}]), r"'bbox' of 4 numbers"),
+        (_broken(annotations=[{"id": 5, "image_id": 99, "category_id": 7, "bbox": [1, 2, 3, 4]}]), "image_id 99"),
+        (_broken(annotations=[{"id": 5, "image_id": 10, "category_id": 1, "bbox": [1, 2, 3, 4]}]), "category_id 1"),
+        (_broken(images=[{"id": 1}]), r"needs an integer 'id' and a string 'file_name'"),
+        (_broken(images=[{"id": 1, "file_name": "a"}, {"id": 1, "file_name": "b"}]), "image id 1 appears twice"),
+    ],
+)
+def test_load_coco_errors(tmp_path, data, message):
+    with pytest.raises(DataError, match=message):
+        load_coco(_write(tmp_path, data))
+
+
+def test_load_coco_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"annotation file .*missing\.json not found"):
+        load_coco(tmp_path / "missing.json")
+
+
+def test_missing_image_files_are_counted(dataset_dir):
+    (dataset_dir / "imgs" / "b.png").unlink()
+    with pytest.raises(DataError, match=r"1 of 2 images listed in .*ann\.json are missing .*\(first: imgs/b\.png\)"):
+        CocoDetection(dataset_dir / "ann.json")
+
+
+def test_undecodable_image_names_the_file(dataset_dir):
+    (dataset_dir / "imgs" / "a.png").write_bytes(b"\x89PNG garbage")
+    ds = CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))
+    with pytest.raises(DataError, match=r"a\.png can't be decoded"):
+        ds[0]
+
+
+def test_labels_classes_and_targets(dataset_dir):
+    ds = CocoDetection(dataset_dir / "ann.json", input_size=(64, 96))
+    assert ds.class_names == ["three", "seven"]  # sorted by category id
+    assert ds.label_to_cat_id == {1: 3, 2: 7}
+    assert ds.image_ids == [10, 11] and len(ds) == 2 and ds.coco_path == dataset_dir / "ann.json"
+
+    image, target = ds[0]
+    assert image.shape == (3, 64, 96) and image.dtype == torch.float32
+    assert target["image_id"] == 10 and target["orig_size"] == (100, 200)
+    assert target["scale"] == pytest.approx(0.48)  # min(64 / 100, 96 / 200)
+    assert target["labels"].tolist() == [2, 1]  # crowd and the 0.5-pixel-wide box are left out
+    expected = np.array([[10, 20, 40, 60], [100, 0, 150, 50]], np.float32) * 0.48
+    np.testing.assert_allclose(target["boxes"].numpy(), expected, rtol=1e-6)
+    assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
+
+
+def test_image_without_annotations(dataset_dir):
+    _, target = CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))[1]
+    assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
+
+
+def test_train_flip_and_explicit_image_root(dataset_dir, tmp_path):
+    moved = dataset_dir / "ann_elsewhere.json"
+    (dataset_dir / "ann.json").rename(moved)
+    ds = CocoDetection(moved, image_root=dataset_dir, input_size=(64, 96), train=True, hflip_prob=1.0)
+    image, target = ds[0]
+    x = np.array([[10, 40], [100, 150]], np.float32)
+    np.testing.assert_allclose(target["boxes"][:, [0, 2]].numpy(), (200 - x[:, ::-1]) * 0.48, rtol=1e-6)
+    # the padding stays at the bottom/right after a flip
+    assert (image[:, 48:, :] == torch.tensor([124.0, 116.0, 104.0])[:, None, None]).all()
+
+
+def test_collate(dataset_dir):
+    ds = CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))
+    images, targets = collate([ds[0], ds[1]])
+    assert images.shape == (2, 3, 64, 64) and [t["image_id"] for t in targets] == [10, 11]
