@@ -28,8 +28,10 @@ class LargeSeparableConv(nn.Module):
         self.row_a = nn.Conv2d(mid_channels, out_channels, (1, k), padding=(0, pad))
         self.row_b = nn.Conv2d(in_channels, mid_channels, (1, k), padding=(0, pad))
         self.col_b = nn.Conv2d(mid_channels, out_channels, (k, 1), padding=(pad, 0))
+        # He init keeps the thin map's scale near the backbone's, so the fc-2048 sees a usable signal from the
+        # first iteration; N(0, 0.01) as in the TF code shrinks it ~10x through the two long convs.
         for conv in (self.col_a, self.row_a, self.row_b, self.col_b):
-            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear")
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -32,7 +32,8 @@ def _axis_samples(start: Tensor, length: Tensor, pooled: int, grid: Tensor, max_
     bin_size = length / pooled  # [K]
     i = torch.arange(max_grid, dtype=start.dtype, device=start.device)
     p = torch.arange(pooled, dtype=start.dtype, device=start.device)
-    offset = (i[None, :] + 0.5) * (bin_size / grid.to(start.dtype))[:, None]  # [K, G]
+    # a zero-size RoI has an adaptive grid of 0; its samples are all masked, the clamp only avoids 0/0
+    offset = (i[None, :] + 0.5) * (bin_size / grid.clamp(min=1).to(start.dtype))[:, None]  # [K, G]
     coords = start[:, None, None] + p[None, :, None] * bin_size[:, None, None] + offset[:, None, :]
     valid = i[None, :] < grid[:, None].to(start.dtype)
     return coords, valid
