@@ -71,8 +71,9 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int) -> 
 @click.option("--epochs", default=12, show_default=True)
 @click.option("--iters", default=None, type=int, help="Train for this many iterations instead of epochs.")
 @click.option("--batch-size", default=4, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option("--lr", default=None, type=float, help="[default: 0.02 sgd, 0.0005 adamw]")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--lr", default=None, type=float, help="[default: 0.001 adamw, 0.02 sgd]")
+@click.option("--max-minutes", default=None, type=float, help="Wall-clock budget; stops, validates and saves.")
 @click.option("--warmup", default=100, show_default=True, help="Warm-up iterations.")
 @click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
 @click.option("--seed", default=0, show_default=True)
@@ -85,10 +86,10 @@ def train(**kw) -> None:
     from lighthead_edge.modeling.pretrained import resolve_pretrained
     from lighthead_edge.train import train as run_training
 
-    lr = kw["lr"] or (0.02 if kw["optimizer"] == "sgd" else 5e-4)
+    lr = kw["lr"] or (0.02 if kw["optimizer"] == "sgd" else 1e-3)
     tcfg = TrainConfig(
         epochs=kw["epochs"], iters=kw["iters"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=lr,
-        warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"],
+        warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"], max_minutes=kw["max_minutes"],
     )  # fmt: skip
     init_model, init_classes = None, None
     if kw["init_checkpoint"]:
@@ -112,15 +113,37 @@ def train(**kw) -> None:
 @click.option("--data", "data_json", required=True, help="COCO json to evaluate on.")
 @click.option("--json", "json_out", default=None, help="Also write the metrics (and detections) as JSON here.")
 @click.option("--batch-size", default=4, show_default=True)
-def eval_cmd(model: str, data_json: str, json_out: str | None, batch_size: int) -> None:
-    """COCO mAP (pycocotools) of MODEL (a model.pt) on a COCO json."""
-    from lighthead_edge.evaluate import evaluate_model, format_metrics
-    from lighthead_edge.modeling.checkpoint import load_checkpoint
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default=None,
+              help="Bundle only: the engine [default: openvino].")  # fmt: skip
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Bundle only: which artifact [default: fp32].")  # fmt: skip
+@click.option("--threads", default=None, type=int, help="Bundle only: inference threads [default: engine's].")
+def eval_cmd(
+    model: str, data_json: str, json_out: str | None, batch_size: int, backend: str | None, precision: str | None,
+    threads: int | None,
+) -> None:  # fmt: skip
+    """COCO mAP (pycocotools) of MODEL on a COCO json: a model.pt (torch), or a bundle folder (through the runtime)."""
+    from lighthead_edge.evaluate import format_metrics
 
-    net, classes, _ = load_checkpoint(model)
     det_path = Path(json_out).with_suffix(".detections.json") if json_out else None
-    metrics = evaluate_model(net, data_json, batch_size=batch_size, results_path=det_path)
-    click.echo(f"{Path(model).name} on {Path(data_json).name}: {format_metrics(metrics)}")
+    if Path(model).is_dir():
+        from lighthead_edge.evaluate import evaluate_bundle
+
+        backend = backend or "openvino"
+        metrics = evaluate_bundle(
+            model, data_json, backend=backend, precision=precision, threads=threads, results_path=det_path
+        )
+        label = f"{Path(model).name} ({backend}/{precision or 'fp32'})"
+    else:
+        from lighthead_edge.evaluate import evaluate_model
+        from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+        if backend or precision or threads:
+            raise ConfigError("--backend, --precision and --threads apply to bundles; MODEL is a model.pt")
+        net, classes, _ = load_checkpoint(model)
+        metrics = evaluate_model(net, data_json, batch_size=batch_size, results_path=det_path)
+        label = Path(model).name
+    click.echo(f"{label} on {Path(data_json).name}: {format_metrics(metrics)}")
     if json_out:
         Path(json_out).write_text(json.dumps({"model": model, "data": data_json, "metrics": metrics}, indent=2))
 
@@ -140,6 +163,22 @@ def info(model: str) -> None:
     if val:
         click.echo("validation: " + "  ".join(f"{k} {v:.3f}" for k, v in val.items() if k.startswith("AP")))
     click.echo(format_costs(stage_costs(net)))
+
+
+from lighthead_edge.export.commands import export_cmd  # noqa: E402 - click only; the export runs inside it
+
+cli.add_command(export_cmd)
+
+
+@cli.command()
+@click.option("--out", default="runs/demo", show_default=True, help="Where the data, model and pictures go.")
+@click.option("--minutes", default=6.0, show_default=True, help="Training budget.")
+@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
+def demo(out: str, minutes: float, threads: int | None) -> None:
+    """The whole job on a built-in default: NEON tree crowns, ImageNet MobileNetV2, fine-tune, mAP, pictures."""
+    from lighthead_edge.demo import run_demo
+
+    run_demo(out, minutes=minutes, threads=threads)
 
 
 def main() -> None:

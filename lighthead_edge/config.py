@@ -98,8 +98,8 @@ class TrainConfig:
     epochs: int = 12
     iters: int | None = None  # when set, overrides epochs
     batch_size: int = 4
-    optimizer: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.02
+    optimizer: str = "adamw"  # "adamw" | "sgd" (AdamW learnt ~3x faster on CPU-sized runs here)
+    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 100
@@ -120,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     threads: int | None = None
+    max_minutes: float | None = None  # wall-clock budget: stop, validate and save when it is spent
     freeze_bn: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -62,17 +62,26 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int):
-    """Linear warm-up from 1% of the rate, then cosine to 1%, steps at 2/3 and 8/9, or constant."""
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int, time_used: Callable[[], float] | None = None
+):
+    """Linear warm-up from 1% of the rate, then cosine to 1%, steps at 2/3 and 8/9, or constant.
+
+    With a time budget, ``time_used()`` (0..1) drives the schedule too: progress is whichever of iterations and
+    wall-clock time runs out first, so a run cut short by ``max_minutes`` still ends annealed.
+    """
 
     def factor(it: int) -> float:
         if it < cfg.warmup_iters:
             return 0.01 + 0.99 * it / max(cfg.warmup_iters, 1)
+        t = (it - cfg.warmup_iters) / max(total_iters - cfg.warmup_iters, 1)
+        if time_used is not None:
+            t = max(t, time_used())
+        t = min(t, 1.0)
         if cfg.schedule == "cosine":
-            t = (it - cfg.warmup_iters) / max(total_iters - cfg.warmup_iters, 1)
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
         if cfg.schedule == "step":
-            return 0.1 ** sum(it >= total_iters * f for f in (2 / 3, 8 / 9))
+            return 0.1 ** sum(t >= f for f in (2 / 3, 8 / 9))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -134,7 +143,10 @@ def train(
     total_iters = cfg.iters or cfg.epochs * len(loader)
     epochs = math.ceil(total_iters / len(loader))
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_schedule(optimizer, cfg, total_iters)
+    clock = {"start": time.perf_counter()}
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+    time_used = (lambda: (time.perf_counter() - clock["start"]) / budget_s) if budget_s else None
+    scheduler = make_schedule(optimizer, cfg, total_iters, time_used)
     state = _RunState()
     if resume:
         state = _restore(last_path(out), model, optimizer, scheduler)
@@ -142,10 +154,16 @@ def train(
 
     log(f"training {model.config.backbone}-{model.config.head_size} on {len(train_set)} images, "
         f"{total_iters} iterations ({epochs} epochs of {len(loader)}), classes {train_set.class_names}")  # fmt: skip
-    start = time.perf_counter() - state.seconds
+    start = clock["start"] = time.perf_counter() - state.seconds
+    deadline = start + budget_s if budget_s else float("inf")
     while state.epoch < epochs and state.iteration < total_iters:
-        _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn)
+        _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn,
+                     deadline)
         state.epoch += 1
+        out_of_time = time.perf_counter() >= deadline
+        if out_of_time:
+            log(f"time budget of {cfg.max_minutes} min spent at iteration {state.iteration}; stopping")
+            epochs = state.epoch
         final = state.epoch >= epochs or state.iteration >= total_iters
         metrics = _validate(model, val_set, cfg, state.epoch, final, progress_bar)
         state.seconds = time.perf_counter() - start
@@ -197,7 +215,8 @@ def _restore(path: Path, model, optimizer, scheduler) -> _RunState:
     return _RunState(ts["epoch"], ts["iteration"], ts["best_ap"], float("nan"), ts["seconds"], ts["best_metrics"], ts["history"])
 
 
-def _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn) -> None:
+def _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn,
+                 deadline: float) -> None:
     model.train()
     if freeze_bn:
         freeze_batchnorm(model.backbone)
@@ -220,7 +239,7 @@ def _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_
         state.last_loss = smoothed
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
-        if state.iteration >= total_iters:
+        if state.iteration >= total_iters or time.perf_counter() >= deadline:
             break
 
 

@@ -1,0 +1,362 @@
+"""``lighthead-edge export``: a checkpoint to a bundle folder of ONNX / OpenVINO artifacts plus ``manifest.json``.
+
+The bundle is built in a hidden sibling folder and renamed into place only when it is complete, so an interrupted
+export leaves no bundle and an existing bundle at the target survives until its replacement is whole. (A process
+killed with SIGKILL can leave a ``.<name>.*.partial`` folder beside the target; it is never read and may be deleted.)
+
+Manifest (``format`` = :data:`~lighthead_edge.runtime.bundle.BUNDLE_FORMAT`)::
+
+    format, created, producer {lighthead_edge, torch, onnx, openvino}
+    class_names [C], labels (how labels map to names)
+    input {name, size [H, W], shape [1, H, W, 3], dtype uint8, layout NHWC, channel_order BGR}
+    preprocessing {letterbox {scale, resize, placement, pad, pad_bgr}, in_graph [...], mean_rgb, std_rgb}
+    outputs {boxes, scores, labels, num_detections: {shape, dtype, meaning}}
+    postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rpn {...}}
+    model {architecture, backbone, head_size, config {ModelConfig}}
+    source_checkpoint {name, sha256}
+    artifacts [{backend, precision, format, path, files [...], ps_roi_align_method, opset?}]
+    files {relative path: {sha256, bytes}}
+    measurements {threads, latency_runs, host, val_data?, val_images?, results {"backend/precision": {...}}}
+
+Everything above ``artifacts`` is also stored in the ONNX ``metadata_props`` (``lighthead_edge.<key>``, JSON values)
+and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lighthead_edge.data.transforms import PAD_BGR, letterbox, read_image
+from lighthead_edge.errors import ConfigError, ExportError
+from lighthead_edge.runtime.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST_NAME,
+    Backend,
+    Bundle,
+    Precision,
+    file_record,
+    load_bundle,
+    sha256_file,
+)
+
+Log = Callable[[str], None]
+
+
+class ExportFormat(str, Enum):
+    """What ``--format`` asks for: ``onnx`` (one fp32 file, for onnxruntime) and/or ``openvino`` (FP32 + FP16 IR)."""
+
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+
+
+# The PS-RoIAlign decomposition per backend for ``--method auto``. scripts/bench_export.py measures both inside the
+# default detector; on the 2-core test machine GridSample was the faster in onnxruntime and OpenVINO alike.
+AUTO_METHODS: dict[Backend, str] = {Backend.ONNXRUNTIME: "grid_sample", Backend.OPENVINO: "grid_sample"}
+METHOD_CHOICES = ("auto", "grid_sample", "gather")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What to export and what to measure.
+
+    Attributes:
+        formats: artifacts to write.
+        method: PS-RoIAlign decomposition, ``"auto"`` (per backend, :data:`AUTO_METHODS`), ``"grid_sample"`` or
+            ``"gather"``.
+        opset: ONNX opset (17 or newer).
+        val_json: a COCO json to measure AP on, for torch and every artifact (optional).
+        latency_runs: timed runs per artifact (median and best are recorded).
+        threads: inference threads for the measurements [default: the engine's].
+    """
+
+    formats: tuple[ExportFormat, ...] = (ExportFormat.ONNX, ExportFormat.OPENVINO)
+    method: str = "auto"
+    opset: int = 17
+    val_json: str | None = None
+    latency_runs: int = 10
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", tuple(ExportFormat(f) for f in self.formats))
+        if not self.formats:
+            raise ConfigError("export needs at least one format: onnx, openvino")
+        if self.method not in METHOD_CHOICES:
+            raise ConfigError(f"unknown PS-RoIAlign method {self.method!r}; choose one of {', '.join(METHOD_CHOICES)}")
+        if self.opset < 17:
+            raise ConfigError(f"opset must be 17 or newer, got {self.opset}")
+        if self.latency_runs < 1:
+            raise ConfigError("latency_runs must be >= 1")
+
+    def method_for(self, backend: Backend) -> str:
+        return AUTO_METHODS[backend] if self.method == "auto" else self.method
+
+
+def parse_formats(text: str) -> tuple[ExportFormat, ...]:
+    """``"onnx,openvino"`` -> formats, in a fixed order; ``ConfigError`` names an unknown one."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in {f.value for f in ExportFormat}]
+    if unknown or not names:
+        raise ConfigError(f"unknown export format(s) {unknown or [text]}; use onnx, openvino or onnx,openvino")
+    return tuple(f for f in ExportFormat if f.value in names)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ atomic writes
+def check_target(target: Path) -> None:
+    """Refuse to replace anything but nothing, an empty folder or a bundle."""
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"--out {target} is a file; give a folder for the bundle")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+        raise ExportError(f"--out {target} is a non-empty folder that is not a bundle; refusing to replace it")
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; when the block ends normally it replaces ``target``.
+
+    If the block raises (or is interrupted), the temporary folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is meant to be copied and shared
+        yield tmp
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first and deleted only afterwards."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old.rmdir()  # only the unique name is wanted: a folder can't be renamed onto a non-empty one
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------ manifest
+def model_metadata(model, class_names: list[str], checkpoint: Path) -> dict[str, Any]:
+    """What a runtime needs to feed the graph and read its outputs: stored in the manifest and in every artifact."""
+    c = model.config
+    h, w = c.input_size
+    d = c.detections_per_img
+    rows = f"row i < num_detections is a detection; the other {d} - num_detections rows are zeros"
+    return {
+        "format": BUNDLE_FORMAT,
+        "class_names": list(class_names),
+        "labels": "1..C, label i is class_names[i - 1]; 0 only in unused output rows",
+        "input": {"name": "images", "size": [h, w], "shape": [1, h, w, 3], "dtype": "uint8", "layout": "NHWC",
+                  "channel_order": "BGR"},  # fmt: skip
+        "preprocessing": {
+            "letterbox": {"scale": "min(H / h, W / w)", "resize": "cv2.resize, INTER_LINEAR, to round(h * scale) x "
+                          "round(w * scale)", "placement": "top-left", "pad": "bottom and right",
+                          "pad_bgr": list(PAD_BGR)},  # fmt: skip
+            "in_graph": ["cast to float32", "BGR -> RGB", "NHWC -> NCHW", "(x - mean_rgb) / std_rgb"],
+            "mean_rgb": list(c.pixel_mean),
+            "std_rgb": list(c.pixel_std),
+        },
+        "outputs": {
+            "boxes": {"shape": [1, d, 4], "dtype": "float32", "meaning": f"xyxy in input pixels (divide by the "
+                      f"letterbox scale for the original image); {rows}"},  # fmt: skip
+            "scores": {"shape": [1, d], "dtype": "float32", "meaning": "class probability, decreasing"},
+            "labels": {"shape": [1, d], "dtype": "int64", "meaning": "1..C"},
+            "num_detections": {"shape": [1], "dtype": "int64", "meaning": "valid rows"},
+        },
+        "postprocessing": {
+            "score_thresh": c.score_thresh, "nms_thresh": c.nms_thresh, "nms": "per class", "max_detections": d,
+            "class_agnostic_regression": c.class_agnostic_reg,
+            "rpn": {"pre_nms_top_n": c.rpn_pre_nms_top_n_test, "post_nms_top_n": c.rpn_post_nms_top_n_test,
+                    "nms_thresh": c.rpn_nms_thresh, "min_size": c.rpn_min_size},  # fmt: skip
+        },
+        "model": {"architecture": "light-head-rcnn", "backbone": c.backbone, "head_size": c.head_size,
+                  "config": c.to_dict()},  # fmt: skip
+        "source_checkpoint": {"name": checkpoint.name, "sha256": sha256_file(checkpoint)},
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def file_records(root: Path, artifacts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every artifact file."""
+    return {name: file_record(root, name) for entry in artifacts for name in entry["files"]}
+
+
+# ------------------------------------------------------------------------------------------------------ artifacts
+def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str, Any], log: Log) -> list[dict]:
+    """Export the graph(s) into ``root``; returns the manifest's artifact entries."""
+    from lighthead_edge.export.graph import build_export_model
+    from lighthead_edge.export.onnx import export_onnx
+
+    backend_of = {ExportFormat.ONNX: Backend.ONNXRUNTIME, ExportFormat.OPENVINO: Backend.OPENVINO}
+    wanted = [backend_of[f] for f in settings.formats]
+    onnx_files: dict[str, Path] = {}  # one ONNX graph per PS-RoIAlign method in use
+    for backend in wanted:
+        method = settings.method_for(backend)
+        if method in onnx_files:
+            continue
+        keep = backend is Backend.ONNXRUNTIME
+        path = root / ("model.onnx" if keep else f".{method}.onnx")  # hidden ones are only OpenVINO's source
+        log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
+        graph = build_export_model(model, method=method)
+        export_onnx(graph, path, opset=settings.opset, metadata=meta)
+        onnx_files[method] = path
+    entries = []
+    if Backend.ONNXRUNTIME in wanted:
+        method = settings.method_for(Backend.ONNXRUNTIME)
+        onnx_entry = _entry(Backend.ONNXRUNTIME, Precision.FP32, "onnx", ["model.onnx"], method, opset=settings.opset)
+        entries.append(onnx_entry)
+    if Backend.OPENVINO in wanted:
+        entries += _write_openvino(root, onnx_files[settings.method_for(Backend.OPENVINO)], settings, meta, log)
+    for path in onnx_files.values():
+        if path.name.startswith("."):
+            path.unlink()
+    return entries
+
+
+def _entry(backend: Backend, precision: Precision, fmt: str, files: list[str], method: str, **extra) -> dict:
+    return {"backend": backend.value, "precision": precision.value, "format": fmt, "path": files[0], "files": files,
+            "ps_roi_align_method": method, **extra}  # fmt: skip
+
+
+def _write_openvino(root: Path, onnx_path: Path, settings: ExportSettings, meta: dict, log: Log) -> list[dict]:
+    from lighthead_edge.export.openvino import convert_onnx
+
+    entries = []
+    for precision in (Precision.FP32, Precision.FP16):
+        xml = f"model_{precision.value}.xml"
+        log(f"converting to OpenVINO IR {precision.value.upper()} -> {xml}")
+        convert_onnx(onnx_path, root / xml, precision=precision, metadata=meta)
+        files = [xml, xml[:-4] + ".bin"]
+        entries.append(_entry(Backend.OPENVINO, precision, "openvino-ir", files, settings.method_for(Backend.OPENVINO)))
+    return entries
+
+
+# --------------------------------------------------------------------------------------------------- measurements
+def _latency_frame(bundle: Bundle, val_json: str | None) -> np.ndarray:
+    """The first validation image, or a fixed noise image: what the latency is measured on."""
+    if val_json:
+        with open(val_json, encoding="utf-8") as f:
+            first = json.load(f)["images"][0]["file_name"]
+        return read_image(Path(val_json).parent / first)
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (*bundle.input_size, 3), dtype=np.uint8)
+
+
+def time_inference(detector, frame: np.ndarray, runs: int, warmup: int = 2) -> dict[str, float]:
+    """Median and best milliseconds of the graph alone (letterboxing excluded) over ``runs`` runs."""
+    image, _ = letterbox(frame, detector.input_size, pad_bgr=detector.bundle.pad_bgr)
+    image = image[None]
+    for _ in range(warmup):
+        detector.infer(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        detector.infer(image)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "runs": runs}
+
+
+def measure(model, bundle: Bundle, settings: ExportSettings, log: Log) -> dict[str, Any]:
+    """Latency of every artifact and, with ``val_json``, COCO AP of torch and of every artifact through the runtime."""
+    from lighthead_edge.evaluate import evaluate_bundle, evaluate_model
+    from lighthead_edge.runtime.detector import Detector
+
+    out: dict[str, Any] = {"threads": settings.threads, "latency_runs": settings.latency_runs,
+                           "host": platform.processor() or platform.machine(), "results": {}}  # fmt: skip
+    if settings.val_json:
+        out["val_data"] = Path(settings.val_json).name
+        log(f"evaluating torch (eager) on {out['val_data']}")
+        out["results"]["torch/fp32"] = {"coco": evaluate_model(model, settings.val_json, progress=False)}
+    frame = _latency_frame(bundle, settings.val_json)
+    for artifact in bundle.artifacts:
+        detector = Detector(bundle, artifact.backend, threads=settings.threads, precision=artifact.precision)
+        log(f"measuring {artifact.key}")
+        result: dict[str, Any] = {"latency_ms": time_inference(detector, frame, settings.latency_runs)}
+        if settings.val_json:
+            result["coco"] = evaluate_bundle(bundle, settings.val_json, detector=detector, progress=False)
+        out["results"][artifact.key] = result
+    return out
+
+
+def _summary(results: dict[str, Any]) -> str:
+    parts = []
+    for key, r in results.items():
+        ap = f" AP {r['coco']['AP']:.4f}" if "coco" in r else ""
+        ms = f" {r['latency_ms']['median']:.1f} ms" if "latency_ms" in r else ""
+        parts.append(f"{key}:{ap}{ms}")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------------- pipeline
+def export_bundle(
+    checkpoint: str | Path, out: str | Path, *, settings: ExportSettings | None = None, log: Log = _stderr
+) -> Path:
+    """Export ``checkpoint`` (a model.pt) to the bundle folder ``out``, atomically; see the module docstring.
+
+    ``log`` gets one line per step; an exception it raises (e.g. KeyboardInterrupt) aborts the export cleanly.
+    """
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    settings = settings or ExportSettings()
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_target(out)
+    log(f"loading {checkpoint}")
+    model, class_names, _ = load_checkpoint(checkpoint)
+    meta = model_metadata(model, class_names, checkpoint)
+    with atomic_directory(out) as tmp:
+        artifacts = write_artifacts(model, tmp, settings, meta, log)
+        producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest = {**meta, "created": created, "producer": producer, "artifacts": artifacts}
+        manifest["files"] = file_records(tmp, artifacts)
+        write_manifest(tmp, manifest)
+        manifest["measurements"] = measure(model, load_bundle(tmp), settings, log)
+        write_manifest(tmp, manifest)
+        log(f"measured: {_summary(manifest['measurements']['results'])}")
+    log(f"wrote {out} ({', '.join(a['backend'] + '/' + a['precision'] for a in artifacts)})")
+    return out

@@ -1,0 +1,34 @@
+"""``lighthead-edge export``: the click command. Only click is imported here; the work is imported when it runs."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
+@click.option("--format", "formats", default="onnx,openvino", show_default=True,
+              help="Comma-separated: onnx (onnxruntime, FP32) and/or openvino (IR FP32 + FP16).")  # fmt: skip
+@click.option("--val", "val_json", default=None, help="COCO json: measure AP of torch and of every artifact.")
+@click.option("--method", type=click.Choice(["auto", "grid_sample", "gather"]), default="auto", show_default=True,
+              help="PS-RoIAlign decomposition; auto picks the faster one per backend.")  # fmt: skip
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--threads", default=None, type=int, help="Threads for the latency measurement [default: engine's].")
+@click.option("--runs", "latency_runs", default=10, show_default=True, help="Timed runs per artifact.")
+def export_cmd(
+    checkpoint: str, out: str, formats: str, val_json: str | None, method: str, opset: int, threads: int | None,
+    latency_runs: int,
+) -> None:  # fmt: skip
+    """Export CHECKPOINT (a model.pt) to a bundle: ONNX and/or OpenVINO artifacts plus manifest.json.
+
+    The bundle is written atomically: an interrupted export leaves no bundle, and an existing one at --out is only
+    replaced once the new one is complete.
+    """
+    from lighthead_edge.export.bundle import ExportSettings, export_bundle, parse_formats
+
+    settings = ExportSettings(
+        formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
+        threads=threads,
+    )  # fmt: skip
+    export_bundle(checkpoint, out, settings=settings, log=lambda message: click.echo(message, err=True))

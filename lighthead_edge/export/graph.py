@@ -1,0 +1,297 @@
+"""The end-to-end export graph: a letterboxed uint8 image in, a fixed-size list of detections out.
+
+:class:`EndToEndDetector` is built from a trained :class:`~lighthead_edge.modeling.detector.LightHeadRCNN` on a copy
+(its :class:`PSRoIAlign` swapped for :class:`PSRoIAlignExport` by module type) and computes the same detections as
+the eager model, with every step in the graph:
+
+``images`` uint8 [1, H, W, 3] BGR -> cast, BGR->RGB, NHWC->NCHW, ``(x - mean) / std`` -> backbone -> RPN head ->
+top-k, anchor decoding, clipping, min-size filter, proposal NMS -> ``post_nms_top_n`` RoI slots -> thin map ->
+PS-RoIAlign -> fc-2048 -> softmax, box decoding, clipping, per-class NMS -> top ``detections_per_img``.
+
+Outputs, all with static shapes (D = ``detections_per_img``):
+
+- ``boxes`` float32 [1, D, 4]: xyxy in input (letterboxed) pixels;
+- ``scores`` float32 [1, D]: by decreasing score;
+- ``labels`` int64 [1, D]: 1..C, ``class_names[label - 1]``;
+- ``num_detections`` int64 [1]: the first ``num_detections`` rows are detections, the rest are zeros (label 0).
+
+Both NMS steps are ONNX ``NonMaxSuppression`` nodes (:class:`NonMaxSuppression`), which stock onnxruntime and
+OpenVINO implement. Only NMS outputs have a data-dependent length; each is turned back into a static shape at once
+(a scatter into a keep-mask over all candidates, then a top-k), so everything else has static shapes.
+
+The float-only arithmetic (proposal decoding and NMS, RoI coordinates inside PS-RoIAlign, box decoding, softmax and
+the final NMS) runs in submodules whose names prefix the exported nodes' names: :data:`FLOAT_NODE_PATTERN` matches
+them in ONNX and in OpenVINO (which keeps ONNX node names), and :func:`float_node_names` lists them, for the INT8
+step's ignored scope.
+
+Note:
+    Parity with the eager model holds up to ties and exact threshold equalities: OpenVINO's NMS suppresses a box at
+    IoU == threshold where torch and onnxruntime keep it (IoU > threshold suppresses), and tied scores may be ordered
+    differently. Neither happens on real images except by a float coincidence.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lighthead_edge.export.swap import swap_modules
+from lighthead_edge.modeling.detector import RCNN_BOX_WEIGHTS, LightHeadRCNN
+from lighthead_edge.modeling.rpn import RPNSettings, make_anchors
+from lighthead_edge.ops.boxes import BoxCoder, clip_boxes
+from lighthead_edge.ops.nms import nms
+from lighthead_edge.ops.ps_roi_align import PSRoIAlign
+from lighthead_edge.ops.ps_roi_align_export import (
+    COORDS_SCOPE,
+    WEIGHTED_SUM_SCOPE,
+    PSRoIAlignExport,
+    PSRoIAlignMethod,
+    max_adaptive_grid,
+)
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
+# submodule names of the float-only parts; the legacy exporter prefixes their nodes' names with them
+PREPROCESS_SCOPE = "preprocess"
+PROPOSALS_SCOPE = "rpn_proposals"
+POSTPROCESS_SCOPE = "detection_postprocess"
+FLOAT_SCOPES = (PROPOSALS_SCOPE, POSTPROCESS_SCOPE, COORDS_SCOPE, WEIGHTED_SUM_SCOPE)
+# regex over ONNX / OpenVINO node names (an nncf.IgnoredScope pattern) matching every float-only node
+FLOAT_NODE_PATTERN = rf"(.*/)?({'|'.join(FLOAT_SCOPES)})/.*"
+
+
+class NonMaxSuppression(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (corner boxes): our pure-torch NMS in eager mode, one ONNX node when exported.
+
+    ``apply(boxes (Tensor[B, N, 4]), scores (Tensor[B, C, N]), max_output: int, iou_threshold: float,
+    score_threshold: float | None) -> Tensor[S, 3]`` int64 rows ``(batch, class, box index)``, grouped by batch then
+    class, each group by decreasing score. A box is dropped if its score is not above ``score_threshold`` (none
+    when it is None) or if it overlaps a kept box of its (batch, class) by IoU > ``iou_threshold``; at most
+    ``max_output`` are kept per (batch, class). onnxruntime and OpenVINO agree on all of this (checked), except
+    that OpenVINO also suppresses at IoU == threshold.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float, score_threshold: float | None
+    ) -> Tensor:
+        # while exporting, this body only computes the example's values: the trace records one node for it, so the
+        # tracer's warnings about its Python control flow don't apply
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return _nms_rows(boxes, scores, max_output, iou_threshold, score_threshold)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_output: int, iou_threshold: float, score_threshold: float | None):  # noqa: ANN001, ANN205
+        inputs = [
+            boxes,
+            scores,
+            g.op("Constant", value_t=torch.tensor([max_output], dtype=torch.int64)),
+            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+        ]
+        if score_threshold is not None:
+            inputs.append(g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)))
+        return g.op("NonMaxSuppression", *inputs, center_point_box_i=0)
+
+
+def _nms_rows(
+    boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float, score_threshold: float | None
+) -> Tensor:
+    """The eager body of :class:`NonMaxSuppression`, with its contract."""
+    rows = []
+    index = torch.arange(boxes.shape[1], device=boxes.device)
+    for b in range(scores.shape[0]):
+        for c in range(scores.shape[1]):
+            s = scores[b, c]
+            ok = s > score_threshold if score_threshold is not None else torch.ones_like(s, dtype=torch.bool)
+            kept = index[ok][nms(boxes[b][ok], s[ok], iou_threshold)][:max_output]
+            rows.append(torch.stack([torch.full_like(kept, b), torch.full_like(kept, c), kept], dim=1))
+    return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)
+
+
+def _keep_mask(selected: Tensor, size: int) -> Tensor:
+    """Indices (Tensor[S] int64, S data-dependent) -> Tensor[size] float, 1 at those indices: back to a static shape."""
+    return torch.zeros(size, dtype=torch.float32, device=selected.device).scatter(
+        0, selected, torch.ones_like(selected, dtype=torch.float32)
+    )
+
+
+class Preprocess(nn.Module):
+    """``images`` uint8 [1, H, W, 3] BGR -> Tensor[1, 3, H, W] float, RGB, normalised as the eager model does."""
+
+    def __init__(self, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        rgb = images.to(torch.float32).permute(0, 3, 1, 2).flip(1)
+        return (rgb - self.mean) / self.std
+
+
+class ProposalSelector(nn.Module):
+    """The RPN's test-time selection with a fixed number of RoI slots.
+
+    ``forward(logits (Tensor[1, A]), deltas (Tensor[1, A, 4])) -> (rois (Tensor[P, 5]), valid (Tensor[P] bool))``,
+    P = ``min(post_nms_top_n, pre_nms_top_n, A)``. The valid rows are the eager model's proposals, in its order; the
+    invalid rows are other (finite, clipped) candidate boxes, whose detections :class:`DetectionPostprocess` drops.
+    """
+
+    def __init__(self, anchors: Tensor, image_size: tuple[int, int], settings: RPNSettings) -> None:
+        super().__init__()
+        self.register_buffer("anchors", anchors)
+        self.image_size = image_size
+        self.settings = settings
+        self.pre = min(settings.pre_nms_top_n, anchors.shape[0])
+        self.post = min(settings.post_nms_top_n, self.pre)
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+
+    def forward(self, logits: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
+        scores, idx = logits[0].topk(self.pre)  # sorted: candidate order is score order from here on
+        boxes = self.box_coder.decode(deltas[0][idx], self.anchors[idx])
+        boxes = clip_boxes(boxes, float(self.image_size[0]), float(self.image_size[1]))
+        ok = ((boxes[:, 2:] - boxes[:, :2]) >= self.settings.min_size).all(dim=1)
+        # instead of removing small boxes (a dynamic shape), score them below every other candidate: NMS then reaches
+        # them last, so they neither suppress a kept box nor take its slot, and the keep-mask drops them
+        nms_scores = torch.where(ok, scores, scores.min() - 1.0)
+        nms_thresh = self.settings.nms_thresh
+        selected = NonMaxSuppression.apply(boxes[None], nms_scores[None, None], self.post, nms_thresh, None)
+        kept = _keep_mask(selected[:, 2], self.pre) * ok.to(torch.float32)
+        # kept candidates first, in candidate (= score) order, then the others: a static [P] selection
+        order = kept * torch.arange(self.pre, 0, -1, dtype=torch.float32, device=kept.device)
+        slot = order.topk(self.post).indices
+        rois = torch.cat([torch.zeros_like(boxes[slot][:, :1]), boxes[slot]], dim=1)
+        return rois, kept[slot] > 0
+
+
+class DetectionPostprocess(nn.Module):
+    """Softmax, box decoding, clipping, score threshold, per-class NMS and the top D, with static output shapes.
+
+    ``forward(cls_logits (Tensor[P, C+1]), box_deltas (Tensor[P, 4] or [P, 4(C+1)]), rois (Tensor[P, 5]),
+    valid (Tensor[P] bool))`` -> ``boxes [1, D, 4], scores [1, D], labels [1, D] int64, num_detections [1] int64``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        num_rois: int,
+        class_agnostic: bool,
+        image_size: tuple[int, int],
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_rois = num_rois
+        self.class_agnostic = class_agnostic
+        self.image_size = image_size
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.max_detections = detections_per_img
+        self.box_coder = BoxCoder(RCNN_BOX_WEIGHTS)
+
+    def candidates(self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """-> per-class boxes (Tensor[C, P, 4]) and scores (Tensor[C, P]), -1 where the eager model drops one."""
+        p, c = self.num_rois, self.num_classes
+        scores = F.softmax(cls_logits, dim=1)[:, 1:]
+        boxes = self.box_coder.decode(box_deltas, rois[:, 1:])
+        boxes = clip_boxes(boxes.view(p, -1, 4), float(self.image_size[0]), float(self.image_size[1]))
+        boxes = boxes.expand(-1, c, -1) if self.class_agnostic else boxes[:, 1:]
+        ok = (scores > self.score_thresh) & ((boxes[..., 2:] - boxes[..., :2]) > 1e-2).all(dim=2) & valid[:, None]
+        return boxes.transpose(0, 1).contiguous(), torch.where(ok, scores, -1.0).transpose(0, 1)
+
+    def forward(
+        self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        p, c, d = self.num_rois, self.num_classes, self.max_detections
+        boxes, scores = self.candidates(cls_logits, box_deltas, rois, valid)
+        # classes as NMS batches, so boxes may differ per class (class-specific regression); the score threshold 0
+        # only skips the -1 candidates, which are exactly those the eager model drops
+        selected = NonMaxSuppression.apply(boxes, scores[:, None], d, self.nms_thresh, 0.0)
+        kept = _keep_mask(selected[:, 0] * p + selected[:, 2], c * p)
+        top_scores, top = torch.where(kept > 0, scores.reshape(-1), -1.0).topk(min(d, c * p))
+        found = kept[top] > 0
+        det_boxes = boxes.reshape(-1, 4)[top] * found[:, None]
+        labels = (torch.div(top, p, rounding_mode="floor") + 1) * found
+        outputs = [det_boxes, top_scores * found, labels.to(torch.int64)]
+        if d > c * p:  # fewer candidates than output rows: pad statically
+            outputs = [F.pad(t, (0, 0, 0, d - c * p) if t.dim() == 2 else (0, d - c * p)) for t in outputs]
+        return (*(t[None] for t in outputs), found.sum().to(torch.int64).reshape(1))
+
+
+class EndToEndDetector(nn.Module):
+    """uint8 image in, fixed-size detections out; see the module docstring. Build it with :func:`build_export_model`."""
+
+    def __init__(self, model: LightHeadRCNN, method: PSRoIAlignMethod) -> None:
+        super().__init__()
+        c = model.config
+        self.config = c
+        self.method = method
+        self.add_module(PREPROCESS_SCOPE, Preprocess(c.pixel_mean, c.pixel_std))
+        self.backbone = model.backbone
+        self.rpn_head = model.rpn.head
+        feat_h, feat_w = c.input_size[0] // c.stride, c.input_size[1] // c.stride
+        anchors = make_anchors(feat_h, feat_w, c.stride, c.anchor_scales, c.anchor_ratios)
+        self.add_module(PROPOSALS_SCOPE, ProposalSelector(anchors, c.input_size, model.rpn.test_settings))
+        self.thin_head = model.thin_head
+        self.roi_heads = model.roi_heads
+        post = DetectionPostprocess(
+            num_classes=c.num_classes, num_rois=self.num_rois, class_agnostic=c.class_agnostic_reg,
+            image_size=c.input_size, score_thresh=c.score_thresh, nms_thresh=c.nms_thresh,
+            detections_per_img=c.detections_per_img,
+        )  # fmt: skip
+        self.add_module(POSTPROCESS_SCOPE, post)
+
+    @property
+    def num_rois(self) -> int:
+        """The fixed number of RoI slots (P)."""
+        return getattr(self, PROPOSALS_SCOPE).post
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """images (Tensor[1, H, W, 3] uint8 BGR, letterboxed) -> boxes, scores, labels, num_detections."""
+        features = self.backbone(getattr(self, PREPROCESS_SCOPE)(images))
+        logits, deltas = self.rpn_head(features)
+        rois, valid = getattr(self, PROPOSALS_SCOPE)(logits, deltas)
+        cls_logits, box_deltas = self.roi_heads(self.thin_head(features), rois)
+        return getattr(self, POSTPROCESS_SCOPE)(cls_logits, box_deltas, rois, valid)
+
+
+def build_export_model(
+    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE
+) -> EndToEndDetector:
+    """The export graph of ``model`` (left untouched), in eval mode.
+
+    PS-RoIAlign is swapped on a copy; with adaptive sampling its grid is bounded statically by the input size
+    (proposals are clipped to the image), so the pooled shapes stay static too.
+    """
+    method = PSRoIAlignMethod(method)
+    c = model.config
+    max_grid = max_adaptive_grid(c.input_size, c.pool_size, 1.0 / c.stride) if c.sampling_ratio <= 0 else None
+    factory = partial(PSRoIAlignExport.from_module, method=method, max_grid=max_grid)
+    swapped = swap_modules(model, {PSRoIAlign: factory})
+    swapped.eval()
+    return EndToEndDetector(swapped, method).eval()
+
+
+def example_input(model: EndToEndDetector | LightHeadRCNN, seed: int = 0) -> Tensor:
+    """A random uint8 [1, H, W, 3] image at the model's input size, to trace the graph with."""
+    h, w = model.config.input_size
+    return torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def matches_float_scope(name: str) -> bool:
+    """Whether a node named ``name`` (ONNX or OpenVINO) belongs to a float-only part of the graph."""
+    return re.fullmatch(FLOAT_NODE_PATTERN, name) is not None
+
+
+def float_node_names(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` (ONNX ``node.name`` or OpenVINO friendly names) to keep in float for INT8."""
+    return [name for name in names if matches_float_scope(name)]

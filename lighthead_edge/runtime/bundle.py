@@ -1,0 +1,207 @@
+"""A bundle: the exported artifacts of one model plus ``manifest.json``. Reading and verifying it (torch-free).
+
+Layout (``lighthead-edge export`` writes it; see :mod:`lighthead_edge.export.bundle`)::
+
+    bundle/
+      manifest.json
+      model.onnx                       onnxruntime, fp32
+      model_fp32.xml, model_fp32.bin   openvino, fp32
+      model_fp16.xml, model_fp16.bin   openvino, fp16 weights
+
+``manifest.json`` lists the sha256 and size of every other file; :func:`load_bundle` checks them all before anything
+is loaded, so a tampered, truncated or half-copied bundle is refused with a :class:`BundleError` that says which
+file is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from lighthead_edge.errors import ExportError
+
+BUNDLE_FORMAT = "lighthead-edge/bundle/1"
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+
+
+class BundleError(ExportError):
+    """A bundle that is missing, incomplete, modified after export, or of another format version."""
+
+
+class Backend(str, Enum):
+    """The inference engines a bundle's artifacts are made for."""
+
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class Precision(str, Enum):
+    """Numeric precision of an artifact's weights (fp16 IRs still compute in f32 on CPU)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One runnable model file of a bundle.
+
+    Attributes:
+        backend, precision: what it is for.
+        format: ``"onnx"`` or ``"openvino-ir"``.
+        path: the file to load, relative to the bundle root (the ``.xml`` of an IR).
+        files: every file it needs (an IR's ``.xml`` and ``.bin``), relative to the root.
+        info: the rest of its manifest entry (PS-RoIAlign method, export-time measurements, ...).
+    """
+
+    backend: Backend
+    precision: Precision
+    format: str
+    path: str
+    files: tuple[str, ...]
+    info: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """``"backend/precision"``, as used in messages and metric tables."""
+        return f"{self.backend.value}/{self.precision.value}"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its root folder and manifest, with typed accessors for what the runtime needs."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label ``i`` (1..C) is ``class_names[i - 1]``."""
+        return list(self.manifest["class_names"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model input."""
+        h, w = self.manifest["input"]["size"]
+        return int(h), int(w)
+
+    @property
+    def pad_bgr(self) -> tuple[int, int, int]:
+        b, g, r = self.manifest["preprocessing"]["letterbox"]["pad_bgr"]
+        return int(b), int(g), int(r)
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return [_artifact(entry) for entry in self.manifest["artifacts"]]
+
+    def artifact(self, backend: Backend | str, precision: Precision | str | None = None) -> Artifact:
+        """The artifact for ``backend`` at ``precision`` (fp32 when there is one and None is asked, else the first)."""
+        backend = _enum(Backend, backend, "backend")
+        wanted = None if precision is None else _enum(Precision, precision, "precision")
+        mine = [a for a in self.artifacts if a.backend is backend]
+        if wanted is None:
+            mine.sort(key=lambda a: a.precision is not Precision.FP32)
+        else:
+            mine = [a for a in mine if a.precision is wanted]
+        if not mine:
+            have = ", ".join(a.key for a in self.artifacts) or "none"
+            ask = backend.value + ("" if wanted is None else f"/{wanted.value}")
+            raise BundleError(f"bundle {self.root} has no {ask} artifact (it has: {have}); export it with that format")
+        return mine[0]
+
+    def path(self, artifact: Artifact) -> Path:
+        return self.root / artifact.path
+
+
+def _enum(kind: type[Enum], value: Enum | str, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)
+        raise BundleError(f"unknown {what} {value!r}; choose one of {choices}") from None
+
+
+def _artifact(entry: dict[str, Any]) -> Artifact:
+    known = ("backend", "precision", "format", "path", "files")
+    return Artifact(
+        backend=Backend(entry["backend"]),
+        precision=Precision(entry["precision"]),
+        format=str(entry["format"]),
+        path=str(entry["path"]),
+        files=tuple(entry["files"]),
+        info={k: v for k, v in entry.items() if k not in known},
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (IR weights may be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_record(root: Path, name: str) -> dict[str, Any]:
+    """The manifest record of ``root / name``: ``{"sha256": ..., "bytes": ...}``."""
+    path = root / name
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of ``root``, checked for format and required keys (files not verified)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"bundle {root} not found; pass the folder that `lighthead-edge export --out` wrote")
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{root} has no {MANIFEST_NAME}: not a bundle, or an unfinished copy; re-export it")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is corrupt ({exc.__class__.__name__}); re-export the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleError(f"{path} has format {found!r}; this runtime reads {BUNDLE_FORMAT!r}")
+    missing = [k for k in ("class_names", "input", "preprocessing", "artifacts", "files") if k not in manifest]
+    if missing:
+        raise BundleError(f"{path} lacks {', '.join(missing)}; it was not written by lighthead-edge export")
+    return manifest
+
+
+def verify_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Raise :class:`BundleError` unless every listed file exists with its recorded size and sha256."""
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    for artifact in manifest["artifacts"]:
+        for name in artifact.get("files", ()):
+            if name not in files:
+                raise BundleError(f"bundle {root}: {name} has no checksum in {MANIFEST_NAME}; re-export the bundle")
+    for name, record in files.items():
+        path = root / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"bundle {root}: {MANIFEST_NAME} names a file outside the bundle ({name})")
+        if not path.is_file():
+            raise BundleError(f"bundle {root} is incomplete: {name} is missing; re-export or re-copy it")
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise BundleError(
+                f"bundle {root}: {name} is {size} bytes, {record['bytes']} expected (truncated or replaced); "
+                "re-export or re-copy it"
+            )
+        if sha256_file(path) != record["sha256"]:
+            raise BundleError(f"bundle {root}: {name} was modified after export (sha256 mismatch); re-export it")
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Read a bundle's manifest and, unless ``verify=False``, check every file against its checksum."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    if verify:
+        verify_files(root, manifest)
+    return Bundle(root, manifest)

@@ -1,0 +1,34 @@
+"""Shared fixtures: a small synthetic COCO set and a tiny detector, each built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OPENVINO_TELEMETRY", "0")
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory) -> dict:
+    """24 train / 8 val synthetic scenes at 128x128."""
+    from lighthead_edge.data.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("synth"), 24, 8, size=(128, 128), seed=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from lighthead_edge.config import ModelConfig
+
+    return ModelConfig(num_classes=4, backbone="tiny", input_size=(128, 128), rpn_post_nms_top_n_test=50)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tiny_config):
+    import torch
+
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    return build_detector(tiny_config).eval()

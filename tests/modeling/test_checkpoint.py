@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from lighthead_edge.config import ModelConfig
+from lighthead_edge.errors import CheckpointError
+from lighthead_edge.modeling.backbones import build_backbone
+from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lighthead_edge.modeling.detector import build_detector
+from lighthead_edge.modeling.summary import stage_costs
+
+CLASSES = ["circle", "square", "triangle", "star"]
+
+
+def test_round_trip_gives_identical_detections(tmp_path, tiny_detector):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES, meta={"val": {"AP": 0.5}})
+    model, classes, payload = load_checkpoint(path)
+    assert classes == CLASSES and payload["meta"]["val"]["AP"] == 0.5
+    assert model.config == tiny_detector.config
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        a, b = tiny_detector(x)[0], model(x)[0]
+    torch.testing.assert_close(a["boxes"], b["boxes"])
+    # plain weights_only loading works, as the brief requires
+    assert torch.load(path, weights_only=True)["classes"] == CLASSES
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_wrong_class_count_is_refused(tmp_path, tiny_detector):
+    with pytest.raises(CheckpointError, match="3 class names for a 4-class model"):
+        save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES[:3])
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"hello, I am text", "not a readable lighthead-edge checkpoint"),
+        (b"", "not a readable lighthead-edge checkpoint"),
+    ],
+)
+def test_garbage_files(tmp_path, content, match):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(p)
+
+
+def test_missing_truncated_and_foreign(tmp_path, tiny_detector):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    good = save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(cut)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a lighthead-edge checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_checkpoint_of_another_architecture(tmp_path, tiny_detector):
+    payload = torch.load(save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES), weights_only=True)
+    payload["config"]["backbone"] = "mobilenet_v2"  # weights of a tiny net under a mobilenet config
+    torch.save(payload, tmp_path / "swapped.pt")
+    with pytest.raises(CheckpointError, match="does not match the mobilenet_v2 architecture"):
+        load_checkpoint(tmp_path / "swapped.pt")
+    payload["config"]["backbone"] = "tiny"
+    payload["config"]["head_size"] = "L"  # C_mid 256 against stored 64
+    torch.save(payload, tmp_path / "head.pt")
+    with pytest.raises(CheckpointError, match="mis-shaped"):
+        load_checkpoint(tmp_path / "head.pt")
+
+
+def test_pretrained_file_of_another_network(tmp_path):
+    torch.save(build_backbone("tiny").state_dict(), tmp_path / "tiny.pth")
+    with pytest.raises(CheckpointError, match="does not fit backbone MobileNetV2Features"):
+        build_backbone("mobilenet_v2", pretrained=tmp_path / "tiny.pth")
+
+
+def test_stage_costs_match_the_formula():
+    cfg = ModelConfig(num_classes=3, input_size=(256, 256))
+    rows = {r.stage: r for r in stage_costs(build_detector(cfg))}
+    h = w = 256 // 16
+    cin, mid, out, k = 96, 64, 490, 15
+    thin = 2 * h * w * (cin * mid * k + mid * out * k)
+    assert rows["thin_map"].macs == pytest.approx(thin, rel=0.01)
+    assert rows["rcnn_head"].macs == pytest.approx(300 * (490 * 2048 + 2048 * 4 + 2048 * 4), rel=0.01)
+    assert set(rows) == {"backbone", "rpn", "thin_map", "rcnn_head"}
