@@ -66,6 +66,7 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int) -> 
 @click.option("--backbone", default="mobilenet_v2", show_default=True)
 @click.option("--head", "head_size", type=click.Choice(["S", "L"]), default="S", show_default=True)
 @click.option("--input-size", default=512, show_default=True, help="Square input side (multiple of 16).")
+@click.option("--anchor-scales", default="2,4,8,16,32", show_default=True, help="Anchor sizes in units of the stride.")
 @click.option("--pretrained", default=None, help="Backbone weights file, or 'imagenet' (fetched once, cached).")
 @click.option("--init", "init_checkpoint", default=None, help="Fine-tune from this model.pt.")
 @click.option("--epochs", default=12, show_default=True)
@@ -95,7 +96,13 @@ def train(**kw) -> None:
     if kw["init_checkpoint"]:
         init_model, init_classes, _ = load_checkpoint(kw["init_checkpoint"])
     size = kw["input_size"]
-    mcfg = ModelConfig(backbone=kw["backbone"], head_size=kw["head_size"], input_size=(size, size))
+    try:
+        scales = tuple(float(v) for v in kw["anchor_scales"].split(","))
+    except ValueError:
+        raise ConfigError(f"--anchor-scales must be numbers separated by commas, got {kw['anchor_scales']!r}") from None
+    mcfg = ModelConfig(
+        backbone=kw["backbone"], head_size=kw["head_size"], input_size=(size, size), anchor_scales=scales
+    )
     pretrained = resolve_pretrained(kw["pretrained"], mcfg.backbone) if kw["pretrained"] else None
     result = run_training(
         train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
@@ -166,8 +173,10 @@ def info(model: str) -> None:
 
 
 from lighthead_edge.export.commands import export_cmd  # noqa: E402 - click only; the export runs inside it
+from lighthead_edge.runner_cli import run_cmd  # noqa: E402 - click only; the runtime is imported when it runs
 
 cli.add_command(export_cmd)
+cli.add_command(run_cmd)
 
 
 @cli.command()
@@ -179,6 +188,49 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
     from lighthead_edge.demo import run_demo
 
     run_demo(out, minutes=minutes, threads=threads)
+
+
+# ---------------------------------------------------------------------------------------------------------- prune
+@cli.command()
+@click.argument("model")
+@click.option("--ratio", default=0.5, show_default=True, help="Fraction of channels removed from each pruned group.")
+@click.option("--data", "train_json", required=True, help="Training COCO json (fine-tuning and BN statistics).")
+@click.option("--val", "val_json", default=None, help="Validation COCO json: AP before and after pruning.")
+@click.option("--finetune-epochs", default=None, type=int, help="Fine-tuning epochs [default: 3; 0 skips it].")
+@click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
+@click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
+@click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")
+@click.option("--backbone/--no-backbone", default=True, show_default=True, help="Prune backbone channels.")
+@click.option("--thin-head/--no-thin-head", default=True, show_default=True, help="Prune C_mid and PS groups.")
+@click.option("--lr", default=5e-4, show_default=True, help="Fine-tuning AdamW learning rate.")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, help="Where the pruned model.pt goes.")
+def prune(**kw) -> None:
+    """Prune MODEL (backbone channels, thin-map C_mid, whole PS groups), fine-tune it and save it; prints the
+    per-stage MACs/params and the val AP before and after."""
+    from lighthead_edge.compress.pipeline import PruneSettings, prune_checkpoint
+    from lighthead_edge.compress.prune import Importance
+    from lighthead_edge.config import TrainConfig
+
+    epochs, iters = kw["finetune_epochs"], kw["finetune_iters"]
+    if epochs is not None and iters is not None:
+        raise ConfigError("give --finetune-epochs or --finetune-iters, not both")
+    tcfg = TrainConfig(
+        epochs=3 if epochs is None else epochs, iters=iters, lr=kw["lr"], batch_size=kw["batch_size"],
+        warmup_iters=50, threads=kw["threads"], seed=kw["seed"],
+    )  # fmt: skip
+    settings = PruneSettings(
+        ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
+        backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"],
+    )  # fmt: skip
+    run = prune_checkpoint(kw["model"], kw["out"], train_json=kw["train_json"], val_json=kw["val_json"],
+                           settings=settings, train_config=tcfg, log=_echo)  # fmt: skip
+    click.echo(run.report.format())
+    click.echo(run.format_ap())
+    click.echo(f"saved {run.out}")
 
 
 def main() -> None:

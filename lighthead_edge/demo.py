@@ -19,7 +19,9 @@ def _step(i: int, n: int, msg: str) -> None:
     print(f"[{i}/{n}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_demo(out_dir: str | Path, *, minutes: float = 6.0, iters: int = 450, threads: int | None = None) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path, *, minutes: float = 6.0, iters: int = 450, threads: int | None = None
+) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return its summary (also written to ``out_dir/summary.json``)."""
     from lighthead_edge.data.neon import prepare_neon
     from lighthead_edge.evaluate import evaluate_model, format_metrics

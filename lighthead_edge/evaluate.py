@@ -17,7 +17,9 @@ from lighthead_edge.progress import progress as _progress
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def coco_map(gt_json: str | Path, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None) -> dict[str, float]:
+def coco_map(
+    gt_json: str | Path, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None
+) -> dict[str, float]:
     """COCO box metrics of ``results`` (COCO result dicts, bbox as xywh in original pixels) against ``gt_json``.
 
     Returns AP (0.5:0.95), AP50, AP75, APs/m/l and the AR figures; -1 where COCO has nothing to measure (e.g. no
@@ -84,7 +86,9 @@ def predict_dataset(model, dataset, *, batch_size: int = 4, progress: bool = Tru
     return results
 
 
-def evaluate_model(model, json_path: str | Path, *, batch_size: int = 4, progress: bool = True, results_path=None) -> dict:
+def evaluate_model(
+    model, json_path: str | Path, *, batch_size: int = 4, progress: bool = True, results_path=None
+) -> dict:
     """COCO metrics of a torch detector on a COCO json; optionally write the raw detections to ``results_path``."""
     from lighthead_edge.data.coco import CocoDetection
 

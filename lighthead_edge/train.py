@@ -49,7 +49,7 @@ def _build_model(model_config, train_config, classes, pretrained, init_model) ->
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -118,67 +118,100 @@ def train(
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = train_config or TrainConfig()
-    out = Path(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
-    train_set = CocoDetection(train_json, input_size=base_cfg.input_size, train=cfg.hflip)
+    train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg.hflip, init_classes)
+    model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
+    freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
+    _prepare_model(model, freeze_bn, int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0)))
+    run = _Run(model, train_set, val_set, cfg, Path(out), freeze_bn, extra_loss, progress_bar, log)
+    if resume:
+        run.restore()
+    return run.loop()
+
+
+def _datasets(
+    train_json, val_json, input_size, hflip: bool, init_classes
+) -> tuple[CocoDetection, CocoDetection | None]:
+    train_set = CocoDetection(train_json, input_size=input_size, train=hflip)
     if len(train_set) == 0:
         raise DataError(f"{train_json}: the training set has no images")
     if init_classes is not None and list(init_classes) != train_set.class_names:
         raise DataError(f"{train_json} has classes {train_set.class_names}, the model has {init_classes}")
-    val_set = CocoDetection(val_json, input_size=base_cfg.input_size, train=False) if val_json else None
+    val_set = CocoDetection(val_json, input_size=input_size, train=False) if val_json else None
     if val_set is not None and val_set.class_names != train_set.class_names:
         raise DataError(f"{val_json} has classes {val_set.class_names}, but {train_json} has {train_set.class_names}")
+    return train_set, val_set
 
-    model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
-    freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
-    frozen_stages = int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0))
-    _prepare_model(model, freeze_bn, frozen_stages)
-    loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=len(train_set) > cfg.batch_size,
-        num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed),
-    )  # fmt: skip
-    total_iters = cfg.iters or cfg.epochs * len(loader)
-    epochs = math.ceil(total_iters / len(loader))
-    optimizer = make_optimizer(model, cfg)
-    clock = {"start": time.perf_counter()}
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
-    time_used = (lambda: (time.perf_counter() - clock["start"]) / budget_s) if budget_s else None
-    scheduler = make_schedule(optimizer, cfg, total_iters, time_used)
-    state = _RunState()
-    if resume:
-        state = _restore(last_path(out), model, optimizer, scheduler)
-        log(f"resumed from {last_path(out)} at epoch {state.epoch}, iteration {state.iteration}")
 
-    log(f"training {model.config.backbone}-{model.config.head_size} on {len(train_set)} images, "
-        f"{total_iters} iterations ({epochs} epochs of {len(loader)}), classes {train_set.class_names}")  # fmt: skip
-    start = clock["start"] = time.perf_counter() - state.seconds
-    deadline = start + budget_s if budget_s else float("inf")
-    while state.epoch < epochs and state.iteration < total_iters:
-        _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn,
-                     deadline)
-        state.epoch += 1
-        out_of_time = time.perf_counter() >= deadline
-        if out_of_time:
-            log(f"time budget of {cfg.max_minutes} min spent at iteration {state.iteration}; stopping")
-            epochs = state.epoch
-        final = state.epoch >= epochs or state.iteration >= total_iters
-        metrics = _validate(model, val_set, cfg, state.epoch, final, progress_bar)
-        state.seconds = time.perf_counter() - start
-        record = {"epoch": state.epoch, "iteration": state.iteration, "loss": state.last_loss, **(metrics or {})}
-        state.history.append(record)
-        improved = val_set is None or (metrics is not None and metrics["AP"] > state.best_ap)
+class _Run:
+    """One training run: the loop, validation, checkpoints and the time budget."""
+
+    def __init__(
+        self, model, train_set, val_set, cfg: TrainConfig, out: Path, freeze_bn, extra_loss, progress_bar, log
+    ):
+        self.model, self.train_set, self.val_set, self.cfg, self.out = model, train_set, val_set, cfg, out
+        self.freeze_bn, self.extra_loss, self.progress_bar, self.log = freeze_bn, extra_loss, progress_bar, log
+        self.loader = DataLoader(
+            train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+            drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )  # fmt: skip
+        self.total_iters = cfg.iters or cfg.epochs * len(self.loader)
+        self.epochs = math.ceil(self.total_iters / len(self.loader))
+        self.budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.start = time.perf_counter()
+        self.optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_schedule(
+            self.optimizer, cfg, self.total_iters, self._time_used if self.budget_s else None
+        )
+        self.state = _RunState()
+
+    def _time_used(self) -> float:
+        return (time.perf_counter() - self.start) / self.budget_s
+
+    def restore(self) -> None:
+        self.state = _restore(last_path(self.out), self.model, self.optimizer, self.scheduler)
+        self.log(f"resumed from {last_path(self.out)} at epoch {self.state.epoch}, iteration {self.state.iteration}")
+
+    def loop(self) -> TrainResult:
+        m, state = self.model.config, self.state
+        self.log(f"training {m.backbone}-{m.head_size} on {len(self.train_set)} images, {self.total_iters} iterations "
+                 f"({self.epochs} epochs of {len(self.loader)}), classes {self.train_set.class_names}")  # fmt: skip
+        self.start = time.perf_counter() - state.seconds
+        deadline = self.start + self.budget_s if self.budget_s else float("inf")
+        while state.epoch < self.epochs and state.iteration < self.total_iters:
+            _train_epoch(self.model, self.loader, self.optimizer, self.scheduler, state, self.total_iters,
+                         self.extra_loss, self.progress_bar, self.freeze_bn, deadline)  # fmt: skip
+            state.epoch += 1
+            if time.perf_counter() >= deadline:
+                self.log(f"time budget of {self.cfg.max_minutes} min spent at iteration {state.iteration}; stopping")
+                self.epochs = state.epoch
+            self._end_epoch()
+        return TrainResult(self.out, state.best_metrics, state.history, time.perf_counter() - self.start)
+
+    def _end_epoch(self) -> None:
+        """Validate, keep the best checkpoint, write the resumable state, log one line."""
+        state, classes = self.state, self.train_set.class_names
+        final = state.epoch >= self.epochs or state.iteration >= self.total_iters
+        metrics = _validate(self.model, self.val_set, self.cfg, state.epoch, final, self.progress_bar)
+        state.seconds = time.perf_counter() - self.start
+        state.history.append({"epoch": state.epoch, "iteration": state.iteration, "loss": state.last_loss,
+                              **(metrics or {})})  # fmt: skip
+        improved = self.val_set is None or (metrics is not None and metrics["AP"] > state.best_ap)
         if improved:
             state.best_ap = metrics["AP"] if metrics else state.best_ap
             state.best_metrics = metrics or {}
-            meta = {"val": metrics or {}, "epoch": state.epoch, "train_data": str(train_json), "history": state.history}
-            save_checkpoint(out, model, train_set.class_names, meta=meta)
-        save_checkpoint(last_path(out), model, train_set.class_names, meta={}, train_state=state.to_dict(optimizer, scheduler))
-        log(f"epoch {state.epoch}/{epochs}  it {state.iteration}  loss {state.last_loss:.3f}  "
-            + (format_metrics(metrics) if metrics else "(no validation)") + ("  * best" if improved else ""))  # fmt: skip
-    return TrainResult(out, state.best_metrics, state.history, time.perf_counter() - start)
+            meta = {"val": state.best_metrics, "epoch": state.epoch, "train_data": str(self.train_set.coco_path),
+                    "history": state.history}  # fmt: skip
+            save_checkpoint(self.out, self.model, classes, meta=meta)
+        train_state = state.to_dict(self.optimizer, self.scheduler)
+        save_checkpoint(last_path(self.out), self.model, classes, meta={}, train_state=train_state)
+        shown = format_metrics(metrics) if metrics else "(not validated)"
+        self.log(f"epoch {state.epoch}/{self.epochs}  it {state.iteration}  loss {state.last_loss:.3f}  {shown}"
+                 + ("  * best" if improved else ""))  # fmt: skip
 
 
 @dataclass
@@ -212,11 +245,14 @@ def _restore(path: Path, model, optimizer, scheduler) -> _RunState:
     model.load_state_dict(loaded.state_dict())
     optimizer.load_state_dict(ts["optimizer"])
     scheduler.load_state_dict(ts["scheduler"])
-    return _RunState(ts["epoch"], ts["iteration"], ts["best_ap"], float("nan"), ts["seconds"], ts["best_metrics"], ts["history"])
+    return _RunState(
+        ts["epoch"], ts["iteration"], ts["best_ap"], float("nan"), ts["seconds"], ts["best_metrics"], ts["history"]
+    )
 
 
-def _train_epoch(model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn,
-                 deadline: float) -> None:
+def _train_epoch(
+    model, loader, optimizer, scheduler, state, total_iters, extra_loss, progress_bar, freeze_bn, deadline: float
+) -> None:
     model.train()
     if freeze_bn:
         freeze_batchnorm(model.backbone)

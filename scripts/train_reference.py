@@ -30,7 +30,20 @@ RUNS = {
     ),
     "neon": (
         ["data", "neon-trees"],
-        ["--input-size", "416", "--iters", "700", "--batch-size", "4", "--lr", "1e-3", "--warmup", "50"],
+        [
+            "--input-size",
+            "512",
+            "--anchor-scales",
+            "1,2,4,8,16",
+            "--iters",
+            "800",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "50",
+        ],
         "AP50",
         0.5,
     ),
@@ -38,7 +51,7 @@ RUNS = {
 
 
 def run(cmd: list[str]) -> None:
-    print("$ lighthead-edge " + " ".join(cmd[len(CLI):]), file=sys.stderr, flush=True)
+    print("$ lighthead-edge " + " ".join(cmd[len(CLI) :]), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
 
 
@@ -77,8 +90,10 @@ def main() -> None:
     for r in results:
         m = r["metrics"]
         verdict = "met" if r["passed"] else "NOT met"
-        print(f"{r['name']:<10} {r['train_minutes']:>9.1f} {m['AP']:>6.3f} {m['AP50']:>6.3f} {m['AP75']:>6.3f}  "
-              f"{r['metric']} >= {r['target']}: {verdict}")
+        print(
+            f"{r['name']:<10} {r['train_minutes']:>9.1f} {m['AP']:>6.3f} {m['AP50']:>6.3f} {m['AP75']:>6.3f}  "
+            f"{r['metric']} >= {r['target']}: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -92,14 +92,26 @@ def test_checkpoint_of_another_architecture(monkeypatch, capsys, tmp_path, check
 
 def test_class_mismatch_on_fine_tune(monkeypatch, capsys, tmp_path, checkpoint, synth_set):
     # synthetic classes are circle/square/... but the checkpoint says a/b/c/d
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--data", synth_set["train"], "--init", checkpoint,
-                           "--iters", 1, "--out", tmp_path / "ft.pt")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--data",
+        synth_set["train"],
+        "--init",
+        checkpoint,
+        "--iters",
+        1,
+        "--out",
+        tmp_path / "ft.pt",
+    )
     assert_one_line_error(code, err, "has classes")
 
 
 def test_unknown_backbone(monkeypatch, capsys, tmp_path, synth_set):
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--data", synth_set["train"], "--backbone", "vgg",
-                           "--out", tmp_path / "m.pt")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--data", synth_set["train"], "--backbone", "vgg", "--out", tmp_path / "m.pt"
+    )
     assert_one_line_error(code, err, "unknown backbone 'vgg'")
 
 

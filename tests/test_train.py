@@ -22,11 +22,19 @@ def test_small_training_clearly_beats_an_untrained_model(learn_set, tmp_path):
     torch.manual_seed(0)
     untrained = evaluate_model(build_detector(mcfg), learn_set["val"], progress=False)
     tcfg = TrainConfig(iters=300, batch_size=4, optimizer="adamw", lr=1e-3, warmup_iters=50, seed=0, eval_every=100)
-    result = train(train_json=learn_set["train"], val_json=learn_set["val"], out=tmp_path / "m.pt",
-                   model_config=mcfg, train_config=tcfg, progress_bar=False)
+    result = train(
+        train_json=learn_set["train"],
+        val_json=learn_set["val"],
+        out=tmp_path / "m.pt",
+        model_config=mcfg,
+        train_config=tcfg,
+        progress_bar=False,
+    )
     trained = result.best_metrics
-    print(f"untrained AP {untrained['AP']:.4f} AP50 {untrained['AP50']:.4f} -> trained AP {trained['AP']:.4f} "
-          f"AP50 {trained['AP50']:.4f} in {result.seconds:.0f} s")
+    print(
+        f"untrained AP {untrained['AP']:.4f} AP50 {untrained['AP50']:.4f} -> trained AP {trained['AP']:.4f} "
+        f"AP50 {trained['AP50']:.4f} in {result.seconds:.0f} s"
+    )
     assert trained["AP50"] >= 0.08
     assert trained["AP"] >= untrained["AP"] + 0.03
     # the kept checkpoint is the one that was measured
@@ -39,21 +47,35 @@ def test_small_training_clearly_beats_an_untrained_model(learn_set, tmp_path):
 
 def test_resume_continues_where_it_stopped(synth_set, tmp_path, tiny_config):
     out = tmp_path / "r.pt"
-    kw = dict(train_json=synth_set["train"], val_json=synth_set["val"], out=out, model_config=tiny_config,
-              progress_bar=False)
+    kw = dict(
+        train_json=synth_set["train"], val_json=synth_set["val"], out=out, model_config=tiny_config, progress_bar=False
+    )
     first = train(train_config=TrainConfig(epochs=2, batch_size=8, optimizer="adamw", lr=1e-3, warmup_iters=2), **kw)
     assert [h["epoch"] for h in first.history] == [1, 2] and last_path(out).is_file()
-    second = train(train_config=TrainConfig(epochs=3, batch_size=8, optimizer="adamw", lr=1e-3, warmup_iters=2),
-                   resume=True, **kw)
+    second = train(
+        train_config=TrainConfig(epochs=3, batch_size=8, optimizer="adamw", lr=1e-3, warmup_iters=2), resume=True, **kw
+    )
     assert [h["epoch"] for h in second.history] == [1, 2, 3]
     assert second.history[-1]["iteration"] == 3 * 3  # 24 images / batch 8 = 3 iterations an epoch
 
 
 def test_fine_tune_from_a_checkpoint_keeps_classes(synth_set, tmp_path, tiny_config):
-    base = train(train_json=synth_set["train"], val_json=None, out=tmp_path / "a.pt", model_config=tiny_config,
-                 train_config=TrainConfig(iters=2, batch_size=8, warmup_iters=1), progress_bar=False)
+    base = train(
+        train_json=synth_set["train"],
+        val_json=None,
+        out=tmp_path / "a.pt",
+        model_config=tiny_config,
+        train_config=TrainConfig(iters=2, batch_size=8, warmup_iters=1),
+        progress_bar=False,
+    )
     model, classes, _ = load_checkpoint(base.checkpoint)
-    tuned = train(train_json=synth_set["train"], val_json=synth_set["val"], out=tmp_path / "b.pt", init_model=model,
-                  init_classes=classes, train_config=TrainConfig(iters=2, batch_size=8, warmup_iters=1),
-                  progress_bar=False)
+    tuned = train(
+        train_json=synth_set["train"],
+        val_json=synth_set["val"],
+        out=tmp_path / "b.pt",
+        init_model=model,
+        init_classes=classes,
+        train_config=TrainConfig(iters=2, batch_size=8, warmup_iters=1),
+        progress_bar=False,
+    )
     assert load_checkpoint(tuned.checkpoint)[1] == classes

@@ -301,13 +301,24 @@ def time_inference(detector, frame: np.ndarray, runs: int, warmup: int = 2) -> d
     return {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "runs": runs}
 
 
+def _host() -> str:
+    """The CPU model and core count, so that the latencies can be read in context."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass  # not Linux
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def measure(model, bundle: Bundle, settings: ExportSettings, log: Log) -> dict[str, Any]:
     """Latency of every artifact and, with ``val_json``, COCO AP of torch and of every artifact through the runtime."""
     from lighthead_edge.evaluate import evaluate_bundle, evaluate_model
     from lighthead_edge.runtime.detector import Detector
 
-    out: dict[str, Any] = {"threads": settings.threads, "latency_runs": settings.latency_runs,
-                           "host": platform.processor() or platform.machine(), "results": {}}  # fmt: skip
+    out: dict[str, Any] = {"threads": settings.threads, "latency_runs": settings.latency_runs, "host": _host(),
+                           "results": {}}  # fmt: skip
     if settings.val_json:
         out["val_data"] = Path(settings.val_json).name
         log(f"evaluating torch (eager) on {out['val_data']}")

@@ -40,7 +40,9 @@ def build_backbone(name: str, pretrained: str | Path | None = None) -> nn.Module
     return model
 
 
-def conv_bn_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     """Conv-BN-ReLU6 with torchvision's ``Conv2dNormActivation`` layout (indices 0, 1, 2), so its weights load."""
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),

@@ -13,6 +13,7 @@ import torch
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.errors import CheckpointError, LightheadError
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector
+from lighthead_edge.modeling.pruned import conform_to_state_dict, is_pruned
 
 FORMAT = "lighthead-edge/checkpoint/1"
 
@@ -80,6 +81,8 @@ def load_checkpoint(path: str | Path) -> tuple[LightHeadRCNN, list[str], dict[st
     except (LightheadError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model config: {exc}") from None
     model = build_detector(config)
+    if is_pruned(payload):  # pruned widths live only in the state dict; rebuild those layers to fit it
+        conform_to_state_dict(model, payload["state_dict"])
     own, given = model.state_dict(), payload["state_dict"]
     missing = [k for k in own if k not in given]
     unexpected = [k for k in given if k not in own]

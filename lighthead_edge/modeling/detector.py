@@ -42,8 +42,12 @@ class LightHeadRCNN(nn.Module):
             stride=c.stride,
             anchor_scales=c.anchor_scales,
             anchor_ratios=c.anchor_ratios,
-            train_settings=RPNSettings(c.rpn_pre_nms_top_n_train, c.rpn_post_nms_top_n_train, c.rpn_nms_thresh, c.rpn_min_size),
-            test_settings=RPNSettings(c.rpn_pre_nms_top_n_test, c.rpn_post_nms_top_n_test, c.rpn_nms_thresh, c.rpn_min_size),
+            train_settings=RPNSettings(
+                c.rpn_pre_nms_top_n_train, c.rpn_post_nms_top_n_train, c.rpn_nms_thresh, c.rpn_min_size
+            ),
+            test_settings=RPNSettings(
+                c.rpn_pre_nms_top_n_test, c.rpn_post_nms_top_n_test, c.rpn_nms_thresh, c.rpn_min_size
+            ),
         )
         self.thin_head = LargeSeparableConv(backbone.out_channels, c.head_mid_channels, c.thin_channels, c.kernel_size)
         self.roi_heads = RoIHeads(

@@ -43,7 +43,9 @@ class RoIHeads(nn.Module):
         return self.head(self.pooler(thin, rois))
 
 
-def rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, targets: Tensor, class_agnostic: bool) -> dict[str, Tensor]:
+def rcnn_loss(
+    logits: Tensor, deltas: Tensor, labels: Tensor, targets: Tensor, class_agnostic: bool
+) -> dict[str, Tensor]:
     """Cross-entropy over sampled RoIs and smooth-L1 on the foreground ones, both over the sampled count."""
     loss_cls = F.cross_entropy(logits, labels)
     fg = torch.nonzero(labels > 0).flatten()

@@ -101,7 +101,9 @@ class RegionProposalNetwork(nn.Module):
             ]
         return proposals, logits, deltas, anchors
 
-    def select(self, logits: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int], s: RPNSettings) -> Tensor:
+    def select(
+        self, logits: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int], s: RPNSettings
+    ) -> Tensor:
         """Top-N by objectness, decode, clip, drop tiny boxes, NMS, top-N again -> Tensor[N, 4]."""
         k = min(s.pre_nms_top_n, logits.shape[0])
         scores, idx = logits.topk(k)

@@ -90,8 +90,12 @@ def test_training_losses_and_gradients(tiny_config):
     # untrained classifier over 5 classes starts near log(5)
     assert losses["loss_rcnn_cls"].item() == pytest.approx(math.log(5), abs=0.3)
     sum(losses.values()).backward()
-    for p in (model.thin_head.col_a.weight, model.roi_heads.head.fc.weight, model.rpn.head.conv.weight,
-              model.backbone.features[0][0].weight):
+    for p in (
+        model.thin_head.col_a.weight,
+        model.roi_heads.head.fc.weight,
+        model.rpn.head.conv.weight,
+        model.backbone.features[0][0].weight,
+    ):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -116,8 +120,13 @@ def test_pretrained_mobilenet_keys_follow_torchvision():
     backbone = build_backbone("mobilenet_v2")
     keys = set(backbone.state_dict())
     # torchvision MobileNetV2 names, features[0:14]
-    assert {"features.0.0.weight", "features.1.conv.0.0.weight", "features.1.conv.1.weight",
-            "features.2.conv.0.0.weight", "features.13.conv.3.running_var"} <= keys
+    assert {
+        "features.0.0.weight",
+        "features.1.conv.0.0.weight",
+        "features.1.conv.1.weight",
+        "features.2.conv.0.0.weight",
+        "features.13.conv.3.running_var",
+    } <= keys
     assert not any(k.startswith("features.14") for k in keys)
     assert backbone.out_channels == 96
     assert backbone(torch.zeros(1, 3, 64, 64)).shape == (1, 96, 4, 4)
@@ -130,5 +139,6 @@ def test_build_detector_with_pretrained_file(tmp_path):
     path = tmp_path / "mbv2.pth"
     torch.save(state, path)
     model = build_detector(ModelConfig(input_size=(64, 64)), pretrained_backbone=path)
-    torch.testing.assert_close(model.backbone.state_dict()["features.3.conv.1.0.weight"],
-                               state["features.3.conv.1.0.weight"])
+    torch.testing.assert_close(
+        model.backbone.state_dict()["features.3.conv.1.0.weight"], state["features.3.conv.1.0.weight"]
+    )

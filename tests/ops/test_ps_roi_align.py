@@ -125,8 +125,9 @@ def test_rectangular_output_and_module():
 @pytest.mark.parametrize("sr", [2, -1])
 def test_gradcheck(sr):
     inp = torch.randn(2, 2 * 2 * 2, 5, 6, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0, 1.2, 0.3, 40.5, 30.1], [1, -10.0, -5.0, 20.0, 100.0], [1, 5.0, 5.0, 6.0, 7.0]],
-                        dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 1.2, 0.3, 40.5, 30.1], [1, -10.0, -5.0, 20.0, 100.0], [1, 5.0, 5.0, 6.0, 7.0]], dtype=torch.float64
+    )
     assert torch.autograd.gradcheck(lambda t: ps_roi_align(t, rois, 2, 1 / 8, sr), (inp,))
 
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the on-device runtime of lighthead-edge into a fresh virtual environment: numpy, OpenCV (headless), click,
+# OpenVINO and onnxruntime. No torch, no NNCF, no training code is needed to run a bundle.
+#
+#   deploy/install_runtime.sh VENV [PACKAGE]
+#
+# VENV     where to create the environment (e.g. /opt/lighthead-edge/venv); it must not exist yet.
+# PACKAGE  what to install: a lighthead_edge wheel, a source checkout (default: this one), or a requirement string.
+#
+# Then copy a bundle (the folder `lighthead-edge export` wrote) to the device and run, e.g.:
+#   VENV/bin/lighthead-edge run --model /opt/lighthead-edge/bundle --camera 0 --jsonl - --threads 2
+# tests/runner/test_runtime_only.py::test_fresh_runtime_only_venv runs this script and then a bundle on a video.
+set -euo pipefail
+
+VENV=${1:?usage: install_runtime.sh VENV [PACKAGE]}
+PACKAGE=${2:-$(cd "$(dirname "$0")/.." && pwd)}
+PYTHON=${PYTHON:-python3}
+
+if [ -e "$VENV" ]; then
+    echo "error: $VENV exists; pick a new folder (the runtime is meant for a clean environment)" >&2
+    exit 2
+fi
+"$PYTHON" -m venv "$VENV"
+# The base dependencies of the package are the runtime; the [toolchain] extra (torch, NNCF, ...) is not installed.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "$PACKAGE"
+"$VENV/bin/python" - <<'PY'
+import sys
+import lighthead_edge.runtime  # noqa: F401
+from lighthead_edge.runtime.pipeline import Pipeline  # noqa: F401
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nncf", "onnx"))
+assert not heavy, f"the runtime imported {heavy}"
+print("runtime OK: no torch")
+PY
+echo "installed: $("$VENV/bin/lighthead-edge" --version)"

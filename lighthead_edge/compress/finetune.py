@@ -1,0 +1,98 @@
+"""Recovering a pruned model: BatchNorm re-estimation, then fine-tuning with the training loop (optionally distilled
+from the unpruned model), saved as a checkpoint marked pruned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lighthead_edge.config import TrainConfig
+from lighthead_edge.modeling.detector import LightHeadRCNN
+from lighthead_edge.modeling.pruned import PRUNED_META_KEY
+
+
+@torch.no_grad()
+def recalibrate_bn(model: LightHeadRCNN, train_json: str | Path, *, batches: int = 16, batch_size: int = 4) -> int:
+    """Re-estimate the backbone's BatchNorm running statistics on up to ``batches`` training batches -> batches used.
+
+    Removing a conv's input channels shifts the statistics its BN normalises by, and fine-tuning keeps BN frozen
+    (detection batches are too small to estimate them), so they are re-estimated once here, with no gradient step
+    ("adaptive BN", as in EagleEye, Li et al. 2020). A cumulative average (momentum None) weighs all batches equally.
+    """
+    from torch.utils.data import DataLoader
+
+    from lighthead_edge.data.coco import CocoDetection, collate
+
+    bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    if not bns or batches <= 0:
+        return 0
+    dataset = CocoDetection(train_json, input_size=model.config.input_size, train=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    was_training, momenta = model.training, [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    used = 0
+    try:
+        for images, _ in loader:
+            model.backbone(model.normalize(images))
+            used += 1
+            if used >= batches:
+                break
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
+    return used
+
+
+def finetune_pruned(
+    model: LightHeadRCNN,
+    classes: list[str],
+    *,
+    train_json: str | Path,
+    val_json: str | Path | None,
+    out: str | Path,
+    train_config: TrainConfig,
+    prune_meta: dict[str, Any],
+    teacher: LightHeadRCNN | None = None,
+    distill=None,
+    progress_bar: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Fine-tune ``model`` in place with ``train()``, keep its best state (by val AP; the last without ``val_json``)
+    and write it to ``out`` with ``meta["pruned"] = prune_meta`` -> the best val metrics ({} without val).
+
+    ``teacher`` (the unpruned model) turns on distillation, with ``distill`` a ``DistillConfig`` (None: defaults).
+    ``train()`` writes checkpoints that don't say they are pruned, so it writes them to a hidden file beside ``out``;
+    the best is loaded back into ``model`` (same shapes) and saved to ``out`` with the marker, then the file goes.
+    """
+    from lighthead_edge.compress.distill import RoIDistiller
+    from lighthead_edge.modeling.checkpoint import read_checkpoint, save_checkpoint
+    from lighthead_edge.train import last_path, train
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.stem}.finetune{out.suffix or '.pt'}")
+    distiller = RoIDistiller(teacher, model, distill) if teacher is not None else None
+    try:
+        result = train(
+            train_json=train_json, val_json=val_json, out=tmp, init_model=model, init_classes=classes,
+            train_config=train_config, extra_loss=distiller, progress_bar=progress_bar, log=log,
+        )  # fmt: skip
+        payload = read_checkpoint(tmp)
+        model.load_state_dict(payload["state_dict"])
+    finally:
+        if distiller is not None:
+            distiller.close()
+        for path in (tmp, last_path(tmp)):
+            path.unlink(missing_ok=True)
+    model.eval()
+    save_checkpoint(out, model, classes, meta={**payload["meta"], PRUNED_META_KEY: prune_meta})
+    return dict(result.best_metrics)

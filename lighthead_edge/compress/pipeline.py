@@ -1,0 +1,97 @@
+"""``lighthead-edge prune``: load -> prune -> re-estimate BN -> (val AP) -> fine-tune -> save, as one function."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lighthead_edge.compress.distill import DistillConfig
+from lighthead_edge.compress.prune import Importance, PruneReport, prune_model
+from lighthead_edge.config import TrainConfig
+from lighthead_edge.modeling.pruned import PRUNED_META_KEY
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Everything ``prune_checkpoint`` does besides training (that is ``TrainConfig``)."""
+
+    ratio: float = 0.5
+    importance: Importance = Importance.L1
+    round_to: int | None = 8
+    backbone: bool = True
+    thin_head: bool = True
+    bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
+    distill: bool = False
+    distill_config: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
+class PruneRun:
+    """The result: where the model went, the prune report, and COCO metrics of the ``original``, the ``pruned`` one
+    before fine-tuning and the ``finetuned`` one (only those measured: none without a val set)."""
+
+    out: Path
+    report: PruneReport
+    metrics: dict[str, dict[str, float]]
+
+    def format_ap(self) -> str:
+        names = {"original": "original", "pruned": "pruned, before fine-tuning", "finetuned": "pruned + fine-tuned"}
+        parts = [f"{names[k]} AP {m['AP']:.3f} AP50 {m['AP50']:.3f}" for k, m in self.metrics.items() if m]
+        if "original" in self.metrics and "finetuned" in self.metrics:
+            drop = 100 * (self.metrics["original"]["AP"] - self.metrics["finetuned"]["AP"])
+            parts.append(f"AP drop {drop:.2f} points")
+        return "val: " + "; ".join(parts) if parts else "val: not measured (no --val)"
+
+
+def _no_training(cfg: TrainConfig) -> bool:
+    return (cfg.iters if cfg.iters is not None else cfg.epochs) <= 0
+
+
+def prune_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    train_json: str | Path,
+    val_json: str | Path | None = None,
+    settings: PruneSettings | None = None,
+    train_config: TrainConfig | None = None,
+    progress_bar: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> PruneRun:
+    """Prune the model of ``checkpoint``, fine-tune it on ``train_json`` and write the pruned checkpoint to ``out``.
+
+    ``train_config`` with 0 epochs/iterations skips fine-tuning. With ``val_json`` the original, the freshly pruned
+    and the fine-tuned models are all evaluated on it.
+    """
+    from lighthead_edge.compress.finetune import finetune_pruned, recalibrate_bn
+    from lighthead_edge.evaluate import evaluate_model
+    from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    s, cfg = settings or PruneSettings(), train_config or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, classes, _ = load_checkpoint(checkpoint)
+    pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
+                                 importance=s.importance, round_to=s.round_to)  # fmt: skip
+    log(f"pruned {checkpoint} at ratio {s.ratio}: backbone + thin_map MACs -{report.macs_reduction:.1%}")
+    used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
+    metrics: dict[str, dict[str, float]] = {}
+    if val_json:
+        for name, net in (("original", model), ("pruned", pruned)):
+            metrics[name] = evaluate_model(net, val_json, batch_size=cfg.batch_size, progress=progress_bar)
+    meta = {**report.to_meta(), "source": str(checkpoint), "bn_batches": used, "distill": s.distill}
+    if _no_training(cfg):
+        save_checkpoint(out, pruned, classes, meta={"val": metrics.get("pruned", {}), PRUNED_META_KEY: meta})
+    else:
+        best = finetune_pruned(
+            pruned, classes, train_json=train_json, val_json=val_json, out=out, train_config=cfg, prune_meta=meta,
+            teacher=model if s.distill else None, distill=s.distill_config, progress_bar=progress_bar, log=log,
+        )  # fmt: skip
+        if val_json:
+            metrics["finetuned"] = best
+    return PruneRun(Path(out), report, metrics)

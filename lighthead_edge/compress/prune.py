@@ -1,0 +1,273 @@
+"""PS-aware channel pruning of a Light-Head R-CNN: ``prune_model(model, ratio=0.5) -> (pruned copy, report)``.
+
+Each part is pruned by what it is:
+
+- **Backbone** (Torch-Pruning DepGraph, ``tp.pruner.BasePruner``): every coupled channel group of the backbone
+  (residual groups included) loses ``ratio`` of its channels, ranked by L1/L2 filter norm or BN scale. The backbone's
+  output width is pruned too; the RPN conv and the thin head's first convs are never pruned as roots, but lose the
+  matching input channels because the dependency graph follows the backbone's output into them.
+- **Thin head C_mid** (by hand): a mid channel of branch A is produced by ``col_a`` and consumed only by ``row_a``
+  (branch B: ``row_b`` -> ``col_b``). The branches meet only in the sum at the output, so each branch's mids are ranked
+  and removed on their own, at the same ratio. Removing mid channel j is exactly the same as zeroing ``row_a[:, j]``.
+- **alpha** (by hand): a PS group g is thin channels [g*p*p, (g+1)*p*p); PS-RoIAlign pools it into output channel g,
+  which the fc reads as columns [g*p*p, (g+1)*p*p). A group is removed whole, from ``row_a`` AND ``col_b`` (summed, so
+  both lose the same channels) and from the fc's columns; the pooler needs no change (its C_out follows its input) and
+  ``config.alpha`` is updated. Removing a group is exactly the same as zeroing its fc columns.
+
+Importance in the thin head is a path norm: (norm of what produces a channel) x (norm of what consumes it), summed
+over a PS group's p*p channels. Unlike either factor alone it is invariant to moving a scale between producer and
+consumer (branch A has no non-linearity between col_a and row_a, so such a scale is free), and it ranks a channel low
+when either side ignores it. BN importance applies to the backbone only (the thin head has no BN; it uses L1 there).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lighthead_edge.errors import ConfigError
+from lighthead_edge.modeling.detector import LightHeadRCNN
+from lighthead_edge.modeling.summary import StageCost, stage_costs
+from lighthead_edge.modeling.thin_head import LargeSeparableConv
+
+PRUNED_STAGES = ("backbone", "thin_map")  # the stages the MAC target is about
+BRANCHES = {"a": ("col_a", "row_a"), "b": ("row_b", "col_b")}  # branch -> (mid producer, mid consumer)
+
+
+class Importance(str, Enum):
+    """Channel ranking criterion."""
+
+    L1 = "l1"  # filter L1 norm (Li et al. 2017), the Torch-Pruning default
+    L2 = "l2"
+    BN = "bn"  # |gamma| of the following BatchNorm (network slimming); backbone only
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``prune_model`` did: per-stage costs before/after, and the widths it changed.
+
+    ``widths`` maps backbone_out, mid_a, mid_b and alpha to [before, after]; ``removed_groups`` are the indices of the
+    removed PS groups in the original thin map.
+    """
+
+    ratio: float
+    importance: str
+    round_to: int | None
+    before: list[StageCost]
+    after: list[StageCost]
+    widths: dict[str, list[int]]
+    removed_groups: list[int]
+
+    @staticmethod
+    def macs_of(rows: list[StageCost], stages: Sequence[str] = PRUNED_STAGES) -> float:
+        return sum(r.macs for r in rows if r.stage in stages)
+
+    @property
+    def macs_reduction(self) -> float:
+        """Fraction of backbone + thin-map MACs removed (0.5 = half)."""
+        return 1.0 - self.macs_of(self.after) / self.macs_of(self.before)
+
+    def to_meta(self) -> dict[str, Any]:
+        """Plain values for ``meta["pruned"]`` of a checkpoint (``weights_only`` loading can read them)."""
+        return {
+            "ratio": self.ratio, "importance": self.importance, "round_to": self.round_to,
+            "widths": {k: list(v) for k, v in self.widths.items()}, "removed_groups": list(self.removed_groups),
+            "macs_reduction": self.macs_reduction,
+            "stages_before": [dataclasses.asdict(r) for r in self.before],
+            "stages_after": [dataclasses.asdict(r) for r in self.after],
+        }  # fmt: skip
+
+    def format(self) -> str:
+        """The per-stage table before -> after, then the changed widths."""
+        lines = [f"{'stage':<10} {'params before':>14} {'after':>12} {'GMACs before':>13} {'after':>8} {'kept':>6}"]
+        pairs = [(b, a) for b in self.before for a in self.after if a.stage == b.stage]
+        for b, a in pairs:
+            lines.append(f"{b.stage:<10} {b.params:>14,} {a.params:>12,} {b.macs / 1e9:>13.3f} {a.macs / 1e9:>8.3f} "
+                         f"{a.macs / max(b.macs, 1.0):>6.1%}")  # fmt: skip
+        total_b, total_a = sum(b.macs for b, _ in pairs), sum(a.macs for _, a in pairs)
+        params_b, params_a = sum(b.params for b, _ in pairs), sum(a.params for _, a in pairs)
+        lines.append(f"{'total':<10} {params_b:>14,} {params_a:>12,} {total_b / 1e9:>13.3f} {total_a / 1e9:>8.3f} "
+                     f"{total_a / max(total_b, 1.0):>6.1%}")  # fmt: skip
+        widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in self.widths.items())
+        lines.append(f"backbone + thin_map MACs -{self.macs_reduction:.1%} at ratio {self.ratio} ({self.importance}); "
+                     f"{widths}; removed PS groups {self.removed_groups}")  # fmt: skip
+        return "\n".join(lines)
+
+
+def prune_model(
+    model: LightHeadRCNN,
+    *,
+    ratio: float,
+    backbone: bool = True,
+    thin_head: bool = True,
+    importance: Importance | str = Importance.L1,
+    round_to: int | None = 8,
+) -> tuple[LightHeadRCNN, PruneReport]:
+    """Prune a copy of ``model`` (left untouched) -> (pruned model in eval mode, report).
+
+    Args:
+        ratio: fraction of channels removed from every pruned group: backbone channel groups, each branch's C_mid,
+            and alpha (floor(alpha * ratio) PS groups, at least one kept).
+        backbone, thin_head: which parts to prune.
+        importance: ``Importance`` or its value ("l1", "l2", "bn").
+        round_to: kept channel counts are rounded up to a multiple of this (SIMD-friendly widths); not applied to
+            alpha, whose unit is already a whole p*p group.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"--ratio must be in [0, 1), got {ratio}")
+    try:
+        importance = Importance(importance)
+    except ValueError:
+        raise ConfigError(f"importance must be one of {[i.value for i in Importance]}, got {importance!r}") from None
+    pruned = copy.deepcopy(model).eval()
+    before, widths = stage_costs(model), _widths(pruned)
+    removed: list[int] = []
+    if backbone and ratio > 0:
+        prune_backbone(pruned, ratio=ratio, importance=importance, round_to=round_to)
+    if thin_head and ratio > 0:
+        p = 2 if importance is Importance.L2 else 1
+        for branch, (first, second) in BRANCHES.items():
+            scores = mid_importance(getattr(pruned.thin_head, first), getattr(pruned.thin_head, second), p=p)
+            keep = _top(scores, _keep_count(scores.numel(), ratio, round_to))
+            prune_branch_mid(pruned.thin_head, branch, keep)
+        scores = ps_group_importance(pruned, p=p)
+        n_remove = min(int(scores.numel() * ratio), scores.numel() - 1)
+        removed = sorted(scores.topk(n_remove, largest=False).indices.tolist())
+        remove_ps_groups(pruned, removed)
+    after = _widths(pruned)
+    report = PruneReport(
+        ratio, importance.value, round_to, before, stage_costs(pruned),
+        {k: [widths[k], after[k]] for k in widths}, removed,
+    )  # fmt: skip
+    return pruned, report
+
+
+def _widths(model: LightHeadRCNN) -> dict[str, int]:
+    th, pp = model.thin_head, model.config.pool_size**2
+    return {"backbone_out": th.col_a.in_channels, "mid_a": th.col_a.out_channels, "mid_b": th.row_b.out_channels,
+            "alpha": th.row_a.out_channels // pp}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------- backbone
+class _FeatureNet(nn.Module):
+    """The convolutional graph DepGraph needs to see: backbone -> (RPN head, thin head), without RoI ops."""
+
+    def __init__(self, model: LightHeadRCNN) -> None:
+        super().__init__()
+        self.backbone, self.rpn_head, self.thin_head = model.backbone, model.rpn.head, model.thin_head
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        f = self.backbone(x)
+        logits, deltas = self.rpn_head(f)
+        return logits, deltas, self.thin_head(f)
+
+
+def _tp_importance(importance: Importance):
+    import torch_pruning as tp
+
+    if importance is Importance.BN:
+        return tp.importance.BNScaleImportance()
+    return tp.importance.MagnitudeImportance(p=2 if importance is Importance.L2 else 1)
+
+
+def prune_backbone(model: LightHeadRCNN, *, ratio: float, importance: Importance, round_to: int | None) -> None:
+    """Prune the backbone of ``model`` in place with Torch-Pruning's DepGraph; see the module docstring."""
+    import torch_pruning as tp
+
+    heads = [m for part in (model.rpn.head, model.thin_head) for m in part.modules() if isinstance(m, nn.Conv2d)]
+    h, w = model.config.input_size
+    was_training = model.training
+    model.eval()  # tracing runs a forward: BN statistics must not move
+    pruner = tp.pruner.BasePruner(
+        _FeatureNet(model), example_inputs=torch.zeros(1, 3, h, w), importance=_tp_importance(importance),
+        pruning_ratio=ratio, ignored_layers=heads, round_to=round_to,
+    )  # fmt: skip
+    pruner.step()
+    model.backbone.out_channels = model.rpn.head.conv.in_channels
+    model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------------------------ thin head
+def _keep_count(n: int, ratio: float, round_to: int | None) -> int:
+    keep = n - int(n * ratio)
+    if round_to and n > round_to:
+        keep = min(n, math.ceil(keep / round_to) * round_to)
+    return max(keep, 1)
+
+
+def _top(scores: Tensor, k: int) -> Tensor:
+    """Indices of the k highest scores, in channel order (so kept channels keep their relative layout)."""
+    return scores.topk(k).indices.sort().values
+
+
+def _channel_norms(weight: Tensor, dim: int, p: int) -> Tensor:
+    """Norm of each slice of ``weight`` along ``dim`` (0: output channels, 1: input channels)."""
+    return weight.detach().transpose(0, dim).flatten(1).norm(p=p, dim=1)
+
+
+def mid_importance(first: nn.Conv2d, second: nn.Conv2d, p: int = 1) -> Tensor:
+    """Tensor[C_mid]: path norm of each mid channel, ||first.weight[j]|| * ||second.weight[:, j]||."""
+    return _channel_norms(first.weight, 0, p) * _channel_norms(second.weight, 1, p)
+
+
+def ps_group_importance(model: LightHeadRCNN, p: int = 1) -> Tensor:
+    """Tensor[alpha]: per PS group, the sum over its p*p channels of (||row_a[c]|| + ||col_b[c]||) * ||fc[:, c]||."""
+    th, fc = model.thin_head, model.roi_heads.head.fc
+    produced = _channel_norms(th.row_a.weight, 0, p) + _channel_norms(th.col_b.weight, 0, p)
+    return (produced * _channel_norms(fc.weight, 1, p)).view(-1, model.config.pool_size**2).sum(dim=1)
+
+
+def _slice_conv(conv: nn.Conv2d, out_idx: Tensor | None = None, in_idx: Tensor | None = None) -> nn.Conv2d:
+    """A copy of a groups=1 conv keeping output channels ``out_idx`` and input channels ``in_idx`` (None: all)."""
+    weight = conv.weight.detach()
+    weight = weight if out_idx is None else weight[out_idx]
+    weight = weight if in_idx is None else weight[:, in_idx]
+    new = nn.Conv2d(
+        weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
+        conv.bias is not None, conv.padding_mode, device=weight.device, dtype=weight.dtype,
+    )  # fmt: skip
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias if out_idx is None else conv.bias[out_idx])
+    return new
+
+
+def prune_branch_mid(head: LargeSeparableConv, branch: str, keep: Tensor) -> None:
+    """Keep mid channels ``keep`` (Tensor[K] long) of branch "a" (col_a -> row_a) or "b" (row_b -> col_b)."""
+    first, second = BRANCHES[branch]
+    setattr(head, first, _slice_conv(getattr(head, first), out_idx=keep))
+    setattr(head, second, _slice_conv(getattr(head, second), in_idx=keep))
+
+
+def ps_channels(groups: Sequence[int], pool_size: int) -> Tensor:
+    """Tensor[len(groups) * p * p]: the thin-map channels (= fc columns) of PS groups ``groups``, in order."""
+    pp = pool_size * pool_size
+    return (torch.as_tensor(list(groups), dtype=torch.long)[:, None] * pp + torch.arange(pp)).flatten()
+
+
+def remove_ps_groups(model: LightHeadRCNN, groups: Sequence[int]) -> None:
+    """Remove PS groups ``groups`` of ``model`` in place: thin channels of row_a and col_b, fc input columns, and
+    ``config.alpha``. The pooled output becomes Tensor[R, alpha - len(groups), p, p]."""
+    th, head, p = model.thin_head, model.roi_heads.head, model.config.pool_size
+    alpha = th.row_a.out_channels // (p * p)
+    drop = set(groups)
+    if not drop <= set(range(alpha)) or len(drop) >= alpha:
+        raise ConfigError(f"can't remove PS groups {sorted(drop)} of {alpha}: indices must be in range, one kept")
+    keep = ps_channels([g for g in range(alpha) if g not in drop], p)
+    th.row_a = _slice_conv(th.row_a, out_idx=keep)
+    th.col_b = _slice_conv(th.col_b, out_idx=keep)
+    fc = head.fc
+    head.fc = nn.Linear(keep.numel(), fc.out_features, device=fc.weight.device, dtype=fc.weight.dtype)
+    with torch.no_grad():
+        head.fc.weight.copy_(fc.weight[:, keep])
+        head.fc.bias.copy_(fc.bias)
+    model.config = dataclasses.replace(model.config, alpha=alpha - len(drop))

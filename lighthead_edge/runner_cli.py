@@ -1,0 +1,66 @@
+"""``lighthead-edge run``: the click command. Only click is imported here; the runtime is imported when it runs."""
+
+from __future__ import annotations
+
+import click
+
+SOURCE_OPTIONS = ("camera", "video", "url", "images", "stdin_raw")
+
+
+@click.command("run")
+@click.option("--model", default=None, help="Bundle folder [default: $LIGHTHEAD_EDGE_BUNDLE, else the one made last].")
+@click.option("--camera", default=None, type=int, help="Camera index (V4L2 / OpenCV).")
+@click.option("--width", default=None, type=int, help="Camera: requested frame width.")
+@click.option("--height", default=None, type=int, help="Camera: requested frame height.")
+@click.option("--fps", default=None, type=float,
+              help="Camera: requested rate; --stdin-raw: the nominal rate (for --save).")  # fmt: skip
+@click.option("--video", default=None, help="Video file (anything OpenCV decodes); every frame is processed.")
+@click.option("--loop", is_flag=True, help="Video: start again at the end.")
+@click.option("--url", default=None, help="Stream URL: rtsp://, http(s):// (e.g. MJPEG), file://.")
+@click.option("--images", default=None, type=click.Path(file_okay=False), help="Folder of images, in name order.")
+@click.option("--stdin-raw", "stdin_raw", default=None, metavar="WxH",
+              help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink).")  # fmt: skip
+@click.option("--reconnect", is_flag=True, help="Camera/URL: reopen a dropped stream with exponential backoff.")
+@click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default="openvino", show_default=True)
+@click.option("--device", default="CPU", show_default=True, help="Engine device (OpenVINO: CPU, GPU, ...).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Which artifact of the bundle [default: fp32].")  # fmt: skip
+@click.option("--threads", default=None, type=int, help="Inference threads [default: the engine's].")
+@click.option("--nireq", default=None, type=int, help="Inference requests in flight [default: max(2, engine's)].")
+@click.option("--hint", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True)
+@click.option("--drop/--no-drop", default=None,
+              help="Keep only the newest frame [default: yes for camera/URL/stdin, no for files].")  # fmt: skip
+@click.option("--save", default=None, help="Annotated video (.mp4: mp4v, .avi: MJPG).")
+@click.option("--jsonl", default=None, metavar="PATH|-", help="One JSON object per frame; '-' for stdout.")
+@click.option("--show", is_flag=True, help="Show a window, where a display exists.")
+@click.option("--max-frames", default=None, type=int, help="Stop after reading this many frames.")
+@click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
+@click.option("--min-score", default=0.3, show_default=True, help="Detections below this are not written or drawn.")
+@click.option("--stats-every", default=5.0, show_default=True, help="Seconds between stats lines on stderr (0: none).")
+@click.option("--summary-json", default=None, help="Also write the final summary as JSON here.")
+@click.option("--verbose", is_flag=True, help="Let OpenCV/FFmpeg print their own warnings.")
+def run_cmd(**kw) -> None:
+    """Run a bundle on a camera, stream, video, image folder or raw stdin; write an annotated video and/or JSONL.
+
+    Exactly one source: --camera N, --video PATH, --url URL, --images DIR or --stdin-raw WxH. Stats go to stderr
+    every few seconds and a summary at the end; SIGINT/SIGTERM finish the frames in flight and close the files.
+    """
+    from lighthead_edge.errors import ConfigError
+    from lighthead_edge.runtime.runner import RunSettings, run_video
+    from lighthead_edge.runtime.sources import SourceKind, SourceSpec
+
+    chosen = [name for name in SOURCE_OPTIONS if kw[name] is not None]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one source: --camera N, --video PATH, --url URL, --images DIR or "
+                          f"--stdin-raw WxH (got {len(chosen)})")  # fmt: skip
+    kind = SourceKind(chosen[0].replace("_", "-"))
+    spec = SourceSpec(kind, str(kw[chosen[0]]), width=kw["width"], height=kw["height"], fps=kw["fps"],
+                      loop=kw["loop"], reconnect=kw["reconnect"])  # fmt: skip
+    settings = RunSettings(
+        source=spec, model=kw["model"], backend=kw["backend"], device=kw["device"], threads=kw["threads"],
+        precision=kw["precision"], nireq=kw["nireq"], hint=kw["hint"], drop=kw["drop"], save=kw["save"],
+        jsonl=kw["jsonl"], show=kw["show"], max_frames=kw["max_frames"], duration=kw["duration"],
+        min_score=kw["min_score"], stats_every=kw["stats_every"], summary_json=kw["summary_json"],
+        verbose=kw["verbose"],
+    )  # fmt: skip
+    run_video(settings)

@@ -1,0 +1,280 @@
+"""``lighthead-edge run``: a bundle on a camera, stream, video, image folder or raw stdin, with outputs, a periodic
+stats line, a final summary and clean shutdown on SIGINT/SIGTERM. numpy + OpenCV + one engine; never torch.
+
+The bundle is ``--model``, or else the one made last: ``$LIGHTHEAD_EDGE_BUNDLE`` if set, otherwise the path that
+:func:`remember_bundle` stored in ``$XDG_CACHE_HOME/lighthead-edge/last_bundle`` (``~/.cache/...``). ``export``,
+``quantize`` and the demo call :func:`remember_bundle` with what they wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lighthead_edge.errors import ConfigError
+from lighthead_edge.runtime.bundle import BundleError
+from lighthead_edge.runtime.sources import SourceSpec, open_source, quiet_opencv
+from lighthead_edge.runtime.stats import Summary
+
+Log = Callable[[str], None]
+BUNDLE_ENV = "LIGHTHEAD_EDGE_BUNDLE"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- last bundle
+def _pointer_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "lighthead-edge" / "last_bundle"
+
+
+def remember_bundle(path: str | Path) -> None:
+    """Make ``path`` the bundle that ``lighthead-edge run`` uses without ``--model`` (written atomically; an
+    unwritable cache folder only costs the convenience, so it is ignored)."""
+    pointer = _pointer_file()
+    try:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+        tmp.write_text(str(Path(path).resolve()) + "\n", encoding="utf-8")
+        os.replace(tmp, pointer)
+    except OSError:
+        pass
+
+
+def last_bundle() -> Path | None:
+    """``$LIGHTHEAD_EDGE_BUNDLE``, else the remembered bundle, else None."""
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV])
+    try:
+        text = _pointer_file().read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def resolve_bundle(model: str | Path | None) -> Path:
+    """``model``, or the last bundle; a one-line :class:`BundleError` when there is none."""
+    if model:
+        return Path(model)
+    found = last_bundle()
+    if found is None:
+        raise BundleError(
+            "no --model given and no bundle made yet; pass --model BUNDLE (a folder written by `lighthead-edge "
+            f"export`), set {BUNDLE_ENV}, or run `lighthead-edge demo` first"
+        )
+    if not found.is_dir():
+        raise BundleError(f"the last bundle {found} no longer exists; pass --model BUNDLE")
+    return found
+
+
+# ------------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything ``lighthead-edge run`` takes (see its ``--help``)."""
+
+    source: SourceSpec
+    model: str | None = None
+    backend: str = "openvino"
+    device: str = "CPU"
+    threads: int | None = None
+    precision: str | None = None
+    nireq: int | None = None
+    hint: str = "latency"
+    drop: bool | None = None  # None: drop stale frames of live sources only
+    save: str | None = None
+    jsonl: str | None = None
+    show: bool = False
+    max_frames: int | None = None
+    duration: float | None = None
+    min_score: float = 0.3
+    stats_every: float = 5.0
+    summary_json: str | None = None
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.duration is not None and self.duration <= 0:
+            raise ConfigError("--duration must be > 0 seconds")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError("--min-score must be in [0, 1]")
+
+
+# -------------------------------------------------------------------------------------------------------- signals
+@contextmanager
+def graceful_signals(stop: Callable[[str], None], log: Log) -> Iterator[None]:
+    """SIGINT/SIGTERM call ``stop(name)`` once (the run then finishes its frames in flight and closes its files); a
+    second SIGINT interrupts at once. Only the main thread can install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[str] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if seen and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not seen:
+            seen.append(name)
+            log(f"{name}: finishing the frames in flight (Ctrl-C again to abort)")
+            # stop() takes locks: run it on a thread, never inside the handler on a thread that may hold them
+            threading.Thread(target=stop, args=(name,), daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _StatsPrinter:
+    """Writes the stats line every ``every`` seconds from its own thread, so it keeps coming while a stream is down."""
+
+    def __init__(self, line: Callable[[], str], every: float, log: Log) -> None:
+        self._line, self._every, self._log = line, every, log
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lighthead-stats", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._every):
+            self._log(self._line())
+
+    def __enter__(self) -> _StatsPrinter:
+        if self._every > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+
+class _Stopper:
+    """Holds a stop request that may come (from a signal) before the pipeline exists."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.pipeline: Any = None
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if self.pipeline is not None:
+            self.pipeline.stop(reason)
+
+    def attach(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        if self.reason:
+            pipeline.stop(self.reason)
+
+
+# ----------------------------------------------------------------------------------------------------------- run
+class _Outputs:
+    """The sinks that ``settings`` asks for, opened (and checked) before the first frame."""
+
+    def __init__(self, settings: RunSettings, log: Log) -> None:
+        from lighthead_edge.runtime.outputs import DisplaySink, JsonlSink, VideoSink
+
+        self.min_score = settings.min_score
+        self.jsonl = JsonlSink(settings.jsonl) if settings.jsonl else None
+        self.video = VideoSink(settings.save, settings.source.fps or 25.0) if settings.save else None
+        self.display = DisplaySink() if settings.show else None
+        if self.display is not None and not self.display.available:
+            log(f"warning: --show ignored: {self.display.reason}")
+            self.display = None
+
+    def write(self, result: Any, pipeline: Any) -> None:
+        """JSONL, then one annotated copy of the frame for the video and the window."""
+        from lighthead_edge.runtime.draw import draw_detections
+        from lighthead_edge.runtime.outputs import OutputClosed, detections_record
+
+        frame, dets, meta = result
+        if self.jsonl is not None:
+            try:
+                self.jsonl.write(detections_record(meta.index, meta.timestamp, frame.shape[:2], dets, self.min_score))
+            except OutputClosed:
+                self.jsonl = None
+                pipeline.stop("jsonl reader closed")
+        if self.video is None and self.display is None:
+            return
+        annotated = draw_detections(frame, dets.boxes, dets.scores, dets.labels, dets.class_names,
+                                    min_score=self.min_score)  # fmt: skip
+        if self.video is not None:
+            self.video.write(annotated)
+        if self.display is not None and not self.display.show(annotated):
+            pipeline.stop("window closed")
+
+    def close(self) -> None:
+        for sink in (self.video, self.jsonl, self.display):
+            if sink is not None:
+                sink.close()
+
+
+def _describe(settings: RunSettings, bundle: Path, detector: Any, pipeline: Any) -> dict[str, Any]:
+    return {
+        "bundle": str(bundle), "artifact": detector.artifact.key, "device": settings.device,
+        "threads": settings.threads, "nireq": pipeline.nireq, "hint": settings.hint, "source": pipeline.source.name,
+        "drop_stale_frames": pipeline.drop, "source_spec": {k: v for k, v in asdict(settings.source).items()},
+    }  # fmt: skip
+
+
+def run_video(
+    settings: RunSettings, *, log: Log = _stderr, on_frame: Callable[[Any, Any], None] | None = None
+) -> Summary:
+    """Run ``settings`` to the end of the source, a limit or a signal; log the summary and return it.
+
+    ``on_frame(result, pipeline)`` is called after each frame's outputs are written (monitoring, soak tests).
+    """
+    from lighthead_edge.runtime.detector import Detector
+    from lighthead_edge.runtime.pipeline import Pipeline
+
+    if not settings.verbose:
+        quiet_opencv()
+    bundle = resolve_bundle(settings.model)
+    stopper = _Stopper()
+    with graceful_signals(stopper.stop, log):
+        outputs = _Outputs(settings, log)  # bad output paths and a missing camera fail before the model loads
+        source = open_source(settings.source, log=log)
+        try:
+            source.open()
+            detector = Detector(bundle, settings.backend, settings.device, settings.threads, settings.precision,
+                                hint=settings.hint)  # fmt: skip
+        except BaseException:
+            outputs.close()
+            source.close()
+            raise
+        pipeline = Pipeline(detector, source, nireq=settings.nireq, drop=settings.drop,
+                            max_frames=settings.max_frames, duration=settings.duration)  # fmt: skip
+        try:
+            pipeline.start()
+            stopper.attach(pipeline)
+            if outputs.video is not None:
+                outputs.video.fps = pipeline.source.fps or outputs.video.fps
+            info = _describe(settings, bundle, detector, pipeline)
+            log(f"running {bundle} ({info['artifact']}, nireq {pipeline.nireq}) on {info['source']}"
+                + (" (newest frame first; stale frames dropped)" if pipeline.drop else ""))  # fmt: skip
+            with _StatsPrinter(pipeline.stats.window_line, settings.stats_every, log):
+                for result in pipeline:
+                    start = time.perf_counter()
+                    outputs.write(result, pipeline)
+                    pipeline.stats.add_output((time.perf_counter() - start) * 1000.0)
+                    if on_frame is not None:
+                        on_frame(result, pipeline)
+        finally:
+            outputs.close()  # finalizes the MP4 and flushes the JSONL even when the run failed
+            pipeline.close()
+    summary = pipeline.summary(settings=_describe(settings, bundle, detector, pipeline))
+    log(summary.format())
+    if settings.summary_json:
+        Path(settings.summary_json).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+    return summary

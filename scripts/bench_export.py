@@ -1,0 +1,145 @@
+"""Time the export-friendly PS-RoIAlign inside and outside the exported detector, per backend, in one run.
+
+    python scripts/bench_export.py [--rois 300] [--size 512] [--runs 20] [--threads 2]
+
+For the default model (mobilenet_v2, head S, 512x512; random weights, which is fine for timing) it prints, side by
+side: the replacement op alone (300 RoIs on the 490 x 32 x 32 thin map) in torch, onnxruntime and OpenVINO, for
+both decompositions; the pure-torch reference op; and the whole end-to-end detector (the exported graph, whose
+PS-RoIAlign always pools its fixed ``rpn_post_nms_top_n_test`` = 300 RoI slots) in each backend, with the op's share
+of the detector's latency. OpenVINO runs with ``INFERENCE_PRECISION_HINT=f32`` as the runtime does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lighthead_edge.config import ModelConfig
+from lighthead_edge.export.graph import build_export_model, example_input
+from lighthead_edge.export.onnx import export_onnx
+from lighthead_edge.modeling.detector import build_detector
+from lighthead_edge.ops.ps_roi_align import ps_roi_align
+from lighthead_edge.ops.ps_roi_align_export import PSRoIAlignExport, PSRoIAlignMethod
+
+Runner = Callable[[], object]
+
+
+def median_ms(fn: Runner, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def onnxruntime_runner(path: Path, feeds: dict[str, np.ndarray], threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feeds)
+
+
+def openvino_runner(path: Path, feeds: dict[str, np.ndarray], threads: int) -> Runner:
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    return lambda: request.infer(feeds)
+
+
+RUNNERS = {"onnxruntime": onnxruntime_runner, "openvino": openvino_runner}
+
+
+def random_rois(k: int, image_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Tensor[K, 5] of boxes inside the image, 8 to 400 pixels a side, all on image 0."""
+    wh = 8.0 + torch.rand(k, 2, generator=generator) * (min(400, image_size) - 8.0)
+    xy = torch.rand(k, 2, generator=generator) * (image_size - wh)
+    return torch.cat([torch.zeros(k, 1), xy, xy + wh], dim=1)
+
+
+def time_op(config: ModelConfig, rois: int, runs: int, threads: int, tmp: Path) -> dict[tuple[str, str], float]:
+    """The pooler alone on a thin map of the detector's shape: {(backend, method): ms}."""
+    generator = torch.Generator().manual_seed(0)
+    h, w = config.input_size[0] // config.stride, config.input_size[1] // config.stride
+    thin = torch.rand(1, config.thin_channels, h, w, generator=generator)
+    boxes = random_rois(rois, config.input_size[0], generator)
+    geometry = (config.pool_size, 1.0 / config.stride, config.sampling_ratio)
+    out = {}
+    with torch.inference_mode():
+        out[("torch", "reference")] = median_ms(lambda: ps_roi_align(thin, boxes, *geometry), runs)
+    feeds = {"input": thin.numpy(), "rois": boxes.numpy()}
+    for method in PSRoIAlignMethod:
+        module = PSRoIAlignExport(*geometry, method=method).eval()
+        with torch.inference_mode():
+            out[("torch", method.value)] = median_ms(lambda m=module: m(thin, boxes), runs)
+        path = tmp / f"op_{method.value}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(module, (thin, boxes), str(path), dynamo=False, opset_version=17,
+                              input_names=["input", "rois"], output_names=["pooled"])  # fmt: skip
+        for backend, make in RUNNERS.items():
+            out[(backend, method.value)] = median_ms(make(path, feeds, threads), runs)
+    return out
+
+
+def time_detector(model, runs: int, threads: int, tmp: Path) -> dict[tuple[str, str], float]:
+    """The whole detector: eager torch, and the exported graph per backend and method: {(backend, method): ms}."""
+    image = example_input(model)
+    out = {}
+    with torch.inference_mode():
+        x = image.permute(0, 3, 1, 2).flip(1).float()
+        out[("torch", "reference")] = median_ms(lambda: model(x), runs)
+    for method in PSRoIAlignMethod:
+        graph = build_export_model(model, method=method)
+        with torch.inference_mode():
+            out[("torch", method.value)] = median_ms(lambda g=graph: g(image), runs)
+        path = tmp / f"detector_{method.value}.onnx"
+        export_onnx(graph, path)
+        for backend, make in RUNNERS.items():
+            out[(backend, method.value)] = median_ms(make(path, {"images": image.numpy()}, threads), runs)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rois", type=int, default=300, help="RoIs for the op alone (the graph has 300 slots)")
+    parser.add_argument("--size", type=int, default=512, help="square input side")
+    parser.add_argument("--classes", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=args.classes, input_size=(args.size, args.size))
+    model = build_detector(config).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        op = time_op(config, args.rois, args.runs, args.threads, Path(tmp))
+        detector = time_detector(model, args.runs, args.threads, Path(tmp))
+    print(f"{config.backbone}-{config.head_size} {args.size}x{args.size}, {args.rois} RoIs on a "
+          f"{config.thin_channels}x{args.size // 16}x{args.size // 16} thin map, {args.threads} threads, "
+          f"median of {args.runs}; torch 'reference' = the pure-torch op / the eager model")  # fmt: skip
+    print(f"{'backend':<12} {'PS-RoIAlign':<12} {'op ms':>8} {'detector ms':>12} {'op share':>9}")
+    for key, op_ms in op.items():
+        total = detector[key]
+        print(f"{key[0]:<12} {key[1]:<12} {op_ms:8.2f} {total:12.1f} {100 * op_ms / total:8.1f}%")
+    for backend in RUNNERS:
+        best = min(PSRoIAlignMethod, key=lambda m, b=backend: detector[(b, m.value)])
+        print(f"fastest detector in {backend}: {best.value}")
+
+
+if __name__ == "__main__":
+    main()

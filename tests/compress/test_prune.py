@@ -1,0 +1,223 @@
+"""PS-aware channel pruning: shapes, exactness of what is removed, checkpoints, MAC target, distillation, CLI."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+
+from lighthead_edge.compress import DistillConfig, RoIDistiller, prune_model, recalibrate_bn, remove_ps_groups
+from lighthead_edge.compress.prune import prune_branch_mid, ps_channels
+from lighthead_edge.config import ModelConfig
+from lighthead_edge.errors import CheckpointError, ConfigError
+from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lighthead_edge.modeling.detector import build_detector, freeze_batchnorm
+
+CLASSES = ["circle", "square", "triangle", "star"]  # as in conftest.py
+
+
+def _thin(model, image):
+    with torch.no_grad():
+        return model.thin_head(model.backbone(model.normalize(image)))
+
+
+def test_pruned_model_runs_and_keeps_output_shapes(tiny_detector, image, rois):
+    pruned, report = prune_model(tiny_detector, ratio=0.5)
+    assert report.widths["alpha"] == [10, 5] and pruned.config.alpha == 5 and tiny_detector.config.alpha == 10
+    assert report.widths["mid_a"] == [64, 32] and report.widths["backbone_out"] == [64, 32]
+    thin = _thin(pruned, image)
+    assert thin.shape == (1, 5 * 49, 8, 8)
+    with torch.no_grad():
+        logits, deltas = pruned.roi_heads(thin, rois)
+        dets = pruned(image)[0]
+    assert logits.shape == (12, 5) and deltas.shape == (12, 4)
+    assert set(dets) == {"boxes", "scores", "labels"} and dets["boxes"].shape[1] == 4
+    # and it still trains: losses are finite and reach the pruned layers
+    pruned.train()
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])}
+    sum(pruned(image, [target]).values()).backward()
+    assert pruned.thin_head.row_a.weight.grad is not None and torch.isfinite(pruned.thin_head.row_a.weight.grad).all()
+
+
+@pytest.mark.parametrize("groups", [[0], [3, 7], [1, 2, 5, 9]])
+def test_each_removed_ps_group_shrinks_pooler_and_fc(tiny_detector, image, rois, groups):
+    pruned = copy.deepcopy(tiny_detector)
+    remove_ps_groups(pruned, groups)
+    alpha = 10 - len(groups)
+    pooled = pruned.roi_heads.pooler(_thin(pruned, image), rois)
+    assert pooled.shape == (12, alpha, 7, 7)
+    assert pruned.roi_heads.head.fc.in_features == alpha * 49 == pruned.config.thin_channels
+
+
+def test_ps_group_removal_is_exact(tiny_detector, image, rois):
+    """Kept thin channels are unchanged, and the head equals the original with the removed groups' fc columns
+    zeroed: so exactly those groups (and their columns) went, not others."""
+    removed = [2, 5, 6]
+    kept = [g for g in range(10) if g not in removed]
+    pruned = copy.deepcopy(tiny_detector)
+    remove_ps_groups(pruned, removed)
+    thin, thin_p = _thin(tiny_detector, image), _thin(pruned, image)
+    assert torch.equal(thin[:, ps_channels(kept, 7)], thin_p)
+    reference = copy.deepcopy(tiny_detector)
+    with torch.no_grad():
+        reference.roi_heads.head.fc.weight[:, ps_channels(removed, 7)] = 0
+        expected, got = reference.roi_heads(thin, rois), pruned.roi_heads(thin_p, rois)
+        unzeroed = tiny_detector.roi_heads(thin, rois)
+    for e, g, u in zip(expected, got, unzeroed):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(g, u, rtol=1e-5, atol=1e-6)  # the check can tell groups apart
+
+
+@pytest.mark.parametrize("branch,consumer", [("a", "row_a"), ("b", "col_b")])
+def test_branch_mid_pruning_preserves_the_rest(tiny_detector, image, branch, consumer):
+    """Dropping mid channels of one branch equals zeroing their columns in that branch's second conv."""
+    keep = torch.arange(0, 64, 2)
+    drop = torch.arange(1, 64, 2)
+    pruned = copy.deepcopy(tiny_detector)
+    prune_branch_mid(pruned.thin_head, branch, keep)
+    reference = copy.deepcopy(tiny_detector)
+    with torch.no_grad():
+        getattr(reference.thin_head, consumer).weight[:, drop] = 0
+    torch.testing.assert_close(_thin(pruned, image), _thin(reference, image), rtol=1e-5, atol=1e-5)
+    other = {"a": "row_b", "b": "col_a"}[branch]
+    assert torch.equal(getattr(pruned.thin_head, other).weight, getattr(tiny_detector.thin_head, other).weight)
+
+
+def test_pruned_checkpoint_round_trip_with_weights_only(tmp_path, tiny_detector, image, rois):
+    pruned, report = prune_model(tiny_detector, ratio=0.5, importance="bn")
+    path = save_checkpoint(tmp_path / "p.pt", pruned, CLASSES, meta={"pruned": report.to_meta()})
+    assert torch.load(path, weights_only=True)["meta"]["pruned"]["widths"]["alpha"] == [10, 5]
+    loaded, classes, _ = load_checkpoint(path)
+    assert classes == CLASSES and loaded.config == pruned.config
+    assert loaded.backbone.out_channels == pruned.backbone.out_channels == 32
+    with torch.no_grad():
+        a, b = pruned(image)[0], loaded(image)[0]
+        thin_a, thin_b = _thin(pruned, image), _thin(loaded, image)
+        assert torch.equal(thin_a, thin_b)
+        assert torch.equal(pruned.roi_heads(thin_a, rois)[0], loaded.roi_heads(thin_b, rois)[0])
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(a[key], b[key])
+    # without the marker a mis-shaped state dict is still refused, as for any other architecture
+    unmarked = save_checkpoint(tmp_path / "u.pt", pruned, CLASSES)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(unmarked)
+
+
+def test_mobilenet_macs_halve_at_ratio_half():
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig()).eval()
+    pruned, report = prune_model(model, ratio=0.5)
+    assert report.macs_reduction >= 0.5
+    before = {r.stage: r.macs for r in report.before}
+    after = {r.stage: r.macs for r in report.after}
+    assert after["backbone"] < 0.5 * before["backbone"] and after["thin_map"] <= 0.5 * before["thin_map"]
+    assert "thin_map" in report.format() and report.to_meta()["macs_reduction"] == report.macs_reduction
+
+
+def test_bad_settings_are_config_errors(tiny_detector):
+    with pytest.raises(ConfigError, match="ratio"):
+        prune_model(tiny_detector, ratio=1.0)
+    with pytest.raises(ConfigError, match="importance"):
+        prune_model(tiny_detector, ratio=0.5, importance="taylor")
+    with pytest.raises(ConfigError, match="one kept"):
+        remove_ps_groups(copy.deepcopy(tiny_detector), list(range(10)))
+
+
+def test_distillation_loss_is_zero_for_the_teacher_and_trains_the_student(tiny_detector, image):
+    target = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])}]
+    same = copy.deepcopy(tiny_detector).train()
+    freeze_batchnorm(same)  # as train() does when fine-tuning: BN statistics are the teacher's
+    distiller = RoIDistiller(copy.deepcopy(tiny_detector), same, DistillConfig(rois_per_image=16))
+    same(image, target)
+    losses = distiller(same, image, target)
+    distiller.close()
+    assert all(float(v.detach()) < 1e-6 for v in losses.values()), losses
+    student, _ = prune_model(tiny_detector, ratio=0.5)
+    student.train()
+    distiller = RoIDistiller(copy.deepcopy(tiny_detector), student)
+    student(image, target)
+    losses = distiller(student, image, target)
+    distiller.close()
+    sum(losses.values()).backward()
+    assert float(losses["loss_distill_cls"].detach()) > 0 and student.thin_head.col_a.weight.grad is not None
+    assert not student.thin_head._forward_hooks
+
+
+def test_bn_recalibration_reestimates_backbone_statistics(tiny_detector, synth_set):
+    pruned, _ = prune_model(tiny_detector, ratio=0.5)
+    bn = pruned.backbone.features[0][1]
+    old = bn.running_mean.clone()
+    assert recalibrate_bn(pruned, synth_set["train"], batches=2, batch_size=2) == 2
+    assert not torch.equal(old, bn.running_mean) and bn.momentum == 0.1 and not pruned.training
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from lighthead_edge.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lighthead-edge", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_prune_with_two_finetune_iterations(monkeypatch, capsys, tmp_path, tiny_checkpoint, synth_set):
+    out = tmp_path / "pruned.pt"
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
+        "--val", synth_set["val"], "--finetune-iters", "2", "--batch-size", "2", "--threads", "1", "--distill",
+        "--out", out,
+    )  # fmt: skip
+    assert code in (0, None), err
+    assert "thin_map" in stdout and "val: original AP" in stdout and "pruned + fine-tuned AP" in stdout
+    model, classes, payload = load_checkpoint(out)
+    assert classes == CLASSES and model.config.alpha == 5
+    assert payload["meta"]["pruned"]["distill"] and payload["meta"]["pruned"]["macs_reduction"] >= 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]  # the fine-tuning files are gone
+
+
+def test_cli_prune_refuses_epochs_and_iterations(monkeypatch, capsys, tmp_path, tiny_checkpoint, synth_set):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "prune", tiny_checkpoint, "--data", synth_set["train"], "--finetune-epochs", "1",
+        "--finetune-iters", "2", "--out", tmp_path / "p.pt",
+    )  # fmt: skip
+    assert code == ConfigError.exit_code and err.strip().startswith("error: give --finetune-epochs")
+
+
+def test_exported_pruned_model_keeps_shapes_and_parity(tmp_path, tiny_detector):
+    """A pruned checkpoint exports end to end (ONNX, through load_checkpoint), with the shrunk fc, and gives the
+    eager graph's detections in onnxruntime. Detections are compared as sets: random weights give tied scores,
+    whose order TopK may break differently."""
+    ort = pytest.importorskip("onnxruntime")
+    from lighthead_edge.export.graph import build_export_model, example_input
+    from lighthead_edge.export.onnx import export_onnx
+
+    pruned, report = prune_model(tiny_detector, ratio=0.5)
+    path = save_checkpoint(tmp_path / "p.pt", pruned, CLASSES, meta={"pruned": report.to_meta()})
+    graph = build_export_model(load_checkpoint(path)[0])
+    onnx_model = export_onnx(graph, tmp_path / "p.onnx")
+    weights = {t.name: list(t.dims) for t in onnx_model.graph.initializer}
+    assert weights["roi_heads.head.fc.weight"] == [2048, 5 * 49]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"), options, providers=["CPUExecutionProvider"])
+    image = example_input(graph)
+    with torch.no_grad():
+        expected = [t.numpy()[0] for t in graph(image)]
+    got = [a[0] for a in session.run(None, {session.get_inputs()[0].name: image.numpy()})]
+    n = int(expected[3])
+    assert n == int(got[3]) and n > 0
+    rows, o_rows = _detection_rows(*expected[:3], n), _detection_rows(*got[:3], n)
+    nearest = (rows[:, None] - o_rows[None]).abs().amax(dim=2).amin(dim=1)
+    assert float(nearest.max()) < 1e-4
+
+
+def _detection_rows(boxes, scores, labels, n: int) -> torch.Tensor:
+    """Tensor[n, 6]: (box, score, label) of the first n detections of an exported graph's outputs."""
+    columns = [boxes[:n], scores[:n, None], labels[:n, None]]
+    return torch.cat([torch.as_tensor(c).double() for c in columns], dim=1)

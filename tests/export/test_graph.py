@@ -1,0 +1,194 @@
+"""The end-to-end export graph: eager equality with the model, the ONNX file's form, and the float scopes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import openvino as ov
+import pytest
+import torch
+
+from lighthead_edge.data.coco import CocoDetection
+from lighthead_edge.export.graph import (
+    FLOAT_NODE_PATTERN,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    NonMaxSuppression,
+    build_export_model,
+    float_node_names,
+)
+from lighthead_edge.export.onnx import nonstandard_ops
+from lighthead_edge.export.openvino import float_op_names
+from lighthead_edge.ops.nms import batched_nms
+from lighthead_edge.ops.ps_roi_align import PSRoIAlign
+from lighthead_edge.ops.ps_roi_align_export import PSRoIAlignExport
+
+# module scopes whose arithmetic INT8 may quantize (convs, fcs, normalisation); everything else computes boxes
+QUANTIZABLE_SCOPES = r"/(preprocess|backbone|rpn_head|thin_head|roi_heads/head)/.*"
+BOX_ARITHMETIC = {"Mul", "Add", "Sub", "Div", "Exp", "Softmax", "NonMaxSuppression", "TopK", "Clip", "Max", "Min"}
+
+
+def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, expected: dict) -> None:
+    """The graph's first rows against the eager detections, in a canonical order: exactly tied scores (which an
+    untrained head produces) may come out in either order."""
+
+    def canonical(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        keys = np.lexsort([b[:, 1].numpy(), b[:, 0].numpy(), lab.numpy(), -s.numpy()])
+        order = torch.from_numpy(keys)
+        return b[order], s[order], lab[order]
+
+    b, s, lab = canonical(boxes, scores, labels)
+    eb, es, elab = canonical(expected["boxes"], expected["scores"], expected["labels"])
+    torch.testing.assert_close(b, eb, atol=1e-3, rtol=0)
+    torch.testing.assert_close(s, es, atol=1e-5, rtol=0)
+    assert torch.equal(lab, elab)
+
+
+def _to_uint8_bgr(image: torch.Tensor) -> torch.Tensor:
+    """CocoDetection's Tensor[3, H, W] RGB float (integral values) -> the graph's Tensor[1, H, W, 3] uint8 BGR."""
+    return image.permute(1, 2, 0).flip(-1).round().to(torch.uint8)[None].contiguous()
+
+
+@pytest.mark.parametrize("method", ["grid_sample", "gather"])
+def test_graph_equals_the_eager_model(assets, eager, method) -> None:
+    model, _ = eager
+    graph = build_export_model(model, method=method)
+    assert isinstance(graph.roi_heads.pooler, PSRoIAlignExport)
+    assert isinstance(model.roi_heads.pooler, PSRoIAlign)  # swapped on a copy
+    dataset = CocoDetection(assets.val_json, input_size=model.config.input_size)
+    total = 0
+    with torch.no_grad():
+        for index in range(6):
+            image, _ = dataset[index]
+            expected = model(image[None])[0]
+            boxes, scores, labels, num = graph(_to_uint8_bgr(image))
+            n = int(num)
+            total += n
+            assert n == len(expected["scores"])
+            assert_same_detections(boxes[0, :n], scores[0, :n], labels[0, :n], expected)
+            d = model.config.detections_per_img
+            assert boxes.shape == (1, d, 4) and scores.shape == (1, d) and labels.shape == (1, d)
+            assert not boxes[0, n:].any() and not scores[0, n:].any() and not labels[0, n:].any()
+    assert total > 20, "the fixture model should detect something on these images"
+
+
+def test_nms_function_follows_the_onnx_contract() -> None:
+    """Classes as NMS batches give what batched_nms gives; rows are (batch, class, index) by decreasing score."""
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 40, 2, generator=generator) * 50
+    boxes = torch.cat([xy, xy + 5 + torch.rand(2, 40, 2, generator=generator) * 30], dim=2)
+    scores = torch.rand(2, 1, 40, generator=generator)
+    rows = NonMaxSuppression.apply(boxes, scores, 7, 0.5, 0.3)
+    assert rows.dtype == torch.int64 and rows.shape[1] == 3
+    for b in range(2):
+        mine = rows[rows[:, 0] == b, 2]
+        ok = torch.nonzero(scores[b, 0] > 0.3).flatten()
+        expected = ok[batched_nms(boxes[b, ok], scores[b, 0, ok], torch.zeros_like(ok), 0.5)][:7]
+        assert torch.equal(mine, expected)
+
+
+def test_onnx_file_is_standard_static_and_single(assets, eager) -> None:
+    model, _ = eager
+    path = assets.bundle / "model.onnx"
+    proto = onnx.load(str(path))
+    domains, stack = set(), [proto.graph]
+    while stack:  # walk every graph, subgraphs included
+        graph = stack.pop()
+        for node in graph.node:
+            domains.add(node.domain)
+            for attr in node.attribute:
+                stack += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+    assert domains <= {"", "ai.onnx"}
+    assert nonstandard_ops(proto) == []
+    assert {(o.domain, o.version) for o in proto.opset_import} == {("", 17)}
+    assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("NonMaxSuppression") == 2 and "GridSample" in ops
+
+    def dims(value: onnx.ValueInfoProto) -> list:
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    h, w = model.config.input_size
+    d = model.config.detections_per_img
+    (inp,) = proto.graph.input
+    assert inp.name == INPUT_NAME and dims(inp) == [1, h, w, 3]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    outputs = {o.name: dims(o) for o in proto.graph.output}
+    assert outputs == {"boxes": [1, d, 4], "scores": [1, d], "labels": [1, d], "num_detections": [1]}
+    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+
+
+def test_float_scopes_cover_all_box_arithmetic_in_onnx(assets) -> None:
+    proto = onnx.load(str(assets.bundle / "model.onnx"))
+    names = float_node_names(node.name for node in proto.graph.node)
+    kept = set(names)
+    for node in proto.graph.node:
+        if node.op_type in BOX_ARITHMETIC and not re.fullmatch(QUANTIZABLE_SCOPES, node.name):
+            assert node.name in kept, f"{node.op_type} {node.name} is box arithmetic outside the float scopes"
+        if node.op_type in ("Conv", "Gemm", "MatMul"):
+            assert node.name not in kept
+    assert any("/rpn_proposals/" in n for n in names) and any("/detection_postprocess/" in n for n in names)
+    assert any("ps_roi_align_coords" in n for n in names)
+
+
+def test_float_op_names_cover_all_box_arithmetic_in_openvino(assets) -> None:
+    model = ov.Core().read_model(str(assets.bundle / "model_fp32.xml"))
+    kept = set(float_op_names(model))
+    arithmetic = {"Multiply", "Add", "Subtract", "Divide", "Exp", "SoftMax", "NonMaxSuppression", "TopK", "Clamp",
+                  "Maximum", "Minimum", "ReduceSum"}  # fmt: skip
+    for op in model.get_ops():
+        name = op.get_friendly_name()
+        if op.get_type_name() in ("Convolution", "MatMul", "GroupConvolution"):
+            assert name not in kept
+        elif op.get_type_name() in arithmetic and not re.fullmatch(QUANTIZABLE_SCOPES, name):
+            # the PS-RoIAlign weighted sum is float too, by FLOAT_NODE_PATTERN
+            assert name in kept, f"{op.get_type_name()} {name} is box arithmetic outside the float scopes"
+    # beyond the float scopes, only ops conversion named itself (and constants only float ops read) are added
+    ops = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
+    extra = [n for n in kept if not re.fullmatch(FLOAT_NODE_PATTERN, n) and ops[n] != "Constant"]
+    assert extra and all(not n.startswith("/") for n in extra)
+
+
+def test_detections_pad_when_fewer_candidates_than_rows(eager) -> None:
+    """C * P < D: the outputs are padded to D rows statically."""
+    from dataclasses import replace
+
+    from lighthead_edge.modeling.detector import build_detector
+
+    model, _ = eager
+    config = replace(model.config, rpn_post_nms_top_n_test=10, detections_per_img=60)
+    small = build_detector(config).eval()
+    small.load_state_dict(model.state_dict())
+    graph = build_export_model(small)
+    image = torch.from_numpy(np.full((1, *config.input_size, 3), 128, np.uint8))
+    with torch.no_grad():
+        boxes, scores, labels, num = graph(image)
+    assert boxes.shape == (1, 60, 4) and scores.shape == (1, 60) and labels.shape == (1, 60)
+    assert int(num) <= 40
+
+
+@pytest.mark.parametrize(("class_agnostic", "sampling_ratio"), [(False, 2), (True, 0)])
+def test_graph_equals_eager_for_other_head_settings(class_agnostic, sampling_ratio) -> None:
+    """Class-specific boxes (NMS batches with their own boxes) and adaptive sampling (a static max_grid)."""
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=3, backbone="tiny", input_size=(96, 128), rpn_channels=32, kernel_size=5,
+                         fc_dim=64, rpn_post_nms_top_n_test=40, class_agnostic_reg=class_agnostic,
+                         sampling_ratio=sampling_ratio, score_thresh=0.2)  # fmt: skip
+    model = build_detector(config).eval()
+    # spread the untrained scores and deltas, so that detections exist and no two scores tie
+    torch.nn.init.normal_(model.rpn.head.cls_logits.weight, std=0.3)
+    torch.nn.init.normal_(model.roi_heads.head.cls_score.weight, std=0.3)
+    torch.nn.init.normal_(model.roi_heads.head.bbox_pred.weight, std=0.05)
+    graph = build_export_model(model)
+    image = torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(image.permute(0, 3, 1, 2).flip(1).float())[0]
+        boxes, scores, labels, num = graph(image)
+    n = int(num)
+    assert n == len(expected["scores"]) > 5
+    assert_same_detections(boxes[0, :n], scores[0, :n], labels[0, :n], expected)

@@ -1,0 +1,161 @@
+"""The torch-free runtime: Detector API, batch / async forms, and refusing broken bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lighthead_edge.data.transforms import letterbox, read_image
+from lighthead_edge.runtime import BundleError, Detections, Detector, load_bundle
+
+BACKENDS = ["onnxruntime", "openvino"]
+
+TORCH_FREE_SCRIPT = """
+import json, sys
+sys.modules["torch"] = None  # any "import torch" now raises ImportError
+from lighthead_edge.data.transforms import read_image
+from lighthead_edge.runtime import Detector
+bundle, image = sys.argv[1], sys.argv[2]
+out = {}
+for backend in ("onnxruntime", "openvino"):
+    dets = Detector(bundle, backend, threads=1)(read_image(image))
+    out[backend] = {"boxes": dets.boxes.tolist(), "scores": dets.scores.tolist(), "names": dets.names}
+loaded = sorted(m for m in sys.modules if m.startswith(("lighthead_edge.", "torch")) and sys.modules[m] is not None)
+print(json.dumps({"detections": out, "modules": loaded}))
+"""
+
+
+def _frames(assets, count: int) -> list[np.ndarray]:
+    images = json.loads(assets.val_json.read_text())["images"][:count]
+    return [read_image(assets.val_json.parent / im["file_name"]) for im in images]
+
+
+@pytest.fixture(scope="module")
+def detectors(assets) -> dict[str, Detector]:
+    return {backend: Detector(assets.bundle, backend, threads=2) for backend in BACKENDS}
+
+
+def test_runtime_runs_without_torch(assets, detectors) -> None:
+    image = assets.val_json.parent / json.loads(assets.val_json.read_text())["images"][0]["file_name"]
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_SCRIPT, str(assets.bundle), str(image)],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert not any(m == "torch" or m.startswith("torch.") for m in report["modules"])
+    assert not any(m.startswith(("lighthead_edge.modeling", "lighthead_edge.ops", "lighthead_edge.export"))
+                   for m in report["modules"])  # fmt: skip
+    frame = read_image(image)
+    for backend, got in report["detections"].items():
+        expected = detectors[backend](frame)
+        assert len(expected) > 0
+        np.testing.assert_allclose(np.array(got["boxes"]).reshape(-1, 4), expected.boxes, atol=1e-3)
+        np.testing.assert_allclose(got["scores"], expected.scores, atol=1e-5)
+        assert got["names"] == expected.names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_detections_are_in_original_image_pixels(assets, detectors, backend) -> None:
+    detector = detectors[backend]
+    frame = _frames(assets, 1)[0]
+    big = np.ascontiguousarray(np.repeat(np.repeat(frame, 2, axis=0), 2, axis=1))  # 240 x 320, scaled down
+    dets = detector(big)
+    assert isinstance(dets, Detections) and len(dets) > 0
+    assert dets.boxes.dtype == np.float32 and dets.boxes.shape == (len(dets), 4)
+    assert dets.labels.dtype == np.int64 and dets.scores.dtype == np.float32
+    assert np.all(np.diff(dets.scores) <= 0)
+    assert dets.names == [detector.class_names[label - 1] for label in dets.labels]
+    # by hand: letterbox, the raw graph, then divide by the scale
+    image, scale = letterbox(big, detector.input_size)
+    raw = detector.infer(image[None])
+    n = int(raw["num_detections"][0])
+    np.testing.assert_allclose(dets.boxes, np.clip(raw["boxes"][0, :n] / scale, 0, [320, 240, 320, 240]), atol=1e-4)
+    assert dets.boxes[:, 2].max() <= 320 and dets.boxes[:, 3].max() <= 240
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_and_async_forms_equal_single_frames(assets, backend) -> None:
+    detector = Detector(assets.bundle, backend, threads=1, hint="throughput", jobs=2)
+    frames = _frames(assets, 5)
+    single = [detector(frame) for frame in frames]
+    for batch in (detector.infer_batch(frames), list(detector.stream(iter(frames)))):
+        assert len(batch) == len(single)
+        for a, b in zip(batch, single, strict=True):
+            np.testing.assert_array_equal(a.labels, b.labels)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_blank_frame_gives_no_detections(detectors, backend) -> None:
+    dets = detectors[backend](np.full((90, 70, 3), 120, np.uint8))
+    assert dets.boxes.shape == (len(dets), 4)
+    assert len(dets) == 0 or dets.scores.min() > 0
+
+
+def test_artifact_selection(assets) -> None:
+    bundle = load_bundle(assets.bundle)
+    assert bundle.artifact("openvino").precision.value == "fp32"
+    assert bundle.artifact("openvino", "fp16").path == "model_fp16.xml"
+    with pytest.raises(BundleError, match="no onnxruntime/fp16 artifact"):
+        bundle.artifact("onnxruntime", "fp16")
+    with pytest.raises(BundleError, match="unknown backend"):
+        bundle.artifact("tensorrt")
+
+
+def _copy(assets, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
+
+
+def test_a_modified_file_is_refused(assets, tmp_path) -> None:
+    bundle = _copy(assets, tmp_path)
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx was modified after export"):
+        Detector(bundle, "onnxruntime")
+
+
+def test_a_truncated_file_is_refused(assets, tmp_path) -> None:
+    bundle = _copy(assets, tmp_path)
+    with open(bundle / "model_fp32.bin", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(BundleError, match=r"model_fp32\.bin is 1000 bytes.*truncated"):
+        load_bundle(bundle)
+
+
+def test_a_missing_file_or_manifest_is_refused(assets, tmp_path) -> None:
+    bundle = _copy(assets, tmp_path)
+    (bundle / "model_fp16.xml").unlink()
+    with pytest.raises(BundleError, match=r"incomplete: model_fp16\.xml is missing"):
+        load_bundle(bundle)
+    (bundle / "manifest.json").write_text('{"format": "lighthead-edge/bundle/1", "class_na')
+    with pytest.raises(BundleError, match="corrupt"):
+        load_bundle(bundle)
+    (bundle / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(bundle)
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_cli_eval_refuses_a_tampered_bundle_in_one_line(assets, tmp_path) -> None:
+    bundle = _copy(assets, tmp_path)
+    with open(bundle / "model_fp32.xml", "a") as f:
+        f.write("<!-- edited -->")
+    cli = Path(sys.executable).parent / "lighthead-edge"
+    proc = subprocess.run([str(cli), "eval", str(bundle), "--data", str(assets.val_json)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 5
+    assert proc.stderr.strip().splitlines() == [f"error: bundle {bundle}: model_fp32.xml is "
+                                                f"{(bundle / 'model_fp32.xml').stat().st_size} bytes, "
+                                                f"{(assets.bundle / 'model_fp32.xml').stat().st_size} expected "
+                                                "(truncated or replaced); re-export or re-copy it"]  # fmt: skip
