@@ -92,9 +92,10 @@ def train(**kw) -> None:
         epochs=kw["epochs"], iters=kw["iters"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=lr,
         warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"], max_minutes=kw["max_minutes"],
     )  # fmt: skip
-    init_model, init_classes = None, None
+    init_model, init_classes, init_meta = None, None, None
     if kw["init_checkpoint"]:
-        init_model, init_classes, _ = load_checkpoint(kw["init_checkpoint"])
+        init_model, init_classes, payload = load_checkpoint(kw["init_checkpoint"])
+        init_meta = payload.get("meta", {})
     size = kw["input_size"]
     try:
         scales = tuple(float(v) for v in kw["anchor_scales"].split(","))
@@ -106,7 +107,8 @@ def train(**kw) -> None:
     pretrained = resolve_pretrained(kw["pretrained"], mcfg.backbone) if kw["pretrained"] else None
     result = run_training(
         train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
-        pretrained=pretrained, init_model=init_model, init_classes=init_classes, resume=kw["resume"],
+        pretrained=pretrained, init_model=init_model, init_classes=init_classes, init_meta=init_meta,
+        resume=kw["resume"],
     )  # fmt: skip
     from lighthead_edge.evaluate import format_metrics
 

@@ -22,6 +22,9 @@ from lighthead_edge.modeling.checkpoint import load_checkpoint, read_checkpoint,
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector, freeze_batchnorm
 from lighthead_edge.progress import progress
 
+# checkpoint meta entries that describe the architecture, not the run: they follow a model into fine-tuning
+CARRIED_META = ("pruned",)
+
 # a loss term computed on the side (distillation when fine-tuning a pruned model): (model, images, targets) -> loss
 ExtraLoss = Callable[[LightHeadRCNN, torch.Tensor, list[dict]], dict[str, torch.Tensor]]
 
@@ -107,6 +110,7 @@ def train(
     pretrained: str | Path | None = None,
     init_model: LightHeadRCNN | None = None,
     init_classes: list[str] | None = None,
+    init_meta: dict[str, Any] | None = None,
     resume: bool = False,
     extra_loss: ExtraLoss | None = None,
     progress_bar: bool = True,
@@ -115,6 +119,8 @@ def train(
     """Train a detector (or fine-tune ``init_model``) and keep the best checkpoint (by val AP) at ``out``.
 
     Without ``val_json`` the last epoch's model is kept. ``resume`` continues from ``<out>.last.pt``.
+    ``init_meta`` is the init checkpoint's meta: its architecture marks (``pruned``) carry over, so the fine-tuned
+    checkpoints rebuild the same pruned shapes when loaded.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = train_config or TrainConfig()
@@ -127,6 +133,7 @@ def train(
     freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
     _prepare_model(model, freeze_bn, int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0)))
     run = _Run(model, train_set, val_set, cfg, Path(out), freeze_bn, extra_loss, progress_bar, log)
+    run.carried_meta = {k: v for k, v in (init_meta or {}).items() if k in CARRIED_META}
     if resume:
         run.restore()
     return run.loop()
@@ -168,6 +175,7 @@ class _Run:
             self.optimizer, cfg, self.total_iters, self._time_used if self.budget_s else None
         )
         self.state = _RunState()
+        self.carried_meta: dict[str, Any] = {}
 
     def _time_used(self) -> float:
         return (time.perf_counter() - self.start) / self.budget_s
@@ -206,9 +214,9 @@ class _Run:
             state.best_metrics = metrics or {}
             meta = {"val": state.best_metrics, "epoch": state.epoch, "train_data": str(self.train_set.coco_path),
                     "history": state.history}  # fmt: skip
-            save_checkpoint(self.out, self.model, classes, meta=meta)
+            save_checkpoint(self.out, self.model, classes, meta={**self.carried_meta, **meta})
         train_state = state.to_dict(self.optimizer, self.scheduler)
-        save_checkpoint(last_path(self.out), self.model, classes, meta={}, train_state=train_state)
+        save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train_state=train_state)
         shown = format_metrics(metrics) if metrics else "(not validated)"
         self.log(f"epoch {state.epoch}/{self.epochs}  it {state.iteration}  loss {state.last_loss:.3f}  {shown}"
                  + ("  * best" if improved else ""))  # fmt: skip

@@ -68,31 +68,25 @@ def finetune_pruned(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` in place with ``train()``, keep its best state (by val AP; the last without ``val_json``)
-    and write it to ``out`` with ``meta["pruned"] = prune_meta`` -> the best val metrics ({} without val).
+    at ``out`` with ``meta["pruned"] = prune_meta`` -> the best val metrics ({} without val).
 
     ``teacher`` (the unpruned model) turns on distillation, with ``distill`` a ``DistillConfig`` (None: defaults).
-    ``train()`` writes checkpoints that don't say they are pruned, so it writes them to a hidden file beside ``out``;
-    the best is loaded back into ``model`` (same shapes) and saved to ``out`` with the marker, then the file goes.
+    ``train()`` carries the pruned marker into every checkpoint it writes (``init_meta``), so they all reload.
     """
     from lighthead_edge.compress.distill import RoIDistiller
-    from lighthead_edge.modeling.checkpoint import read_checkpoint, save_checkpoint
-    from lighthead_edge.train import last_path, train
+    from lighthead_edge.modeling.checkpoint import read_checkpoint
+    from lighthead_edge.train import train
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.finetune{out.suffix or '.pt'}")
     distiller = RoIDistiller(teacher, model, distill) if teacher is not None else None
     try:
         result = train(
-            train_json=train_json, val_json=val_json, out=tmp, init_model=model, init_classes=classes,
-            train_config=train_config, extra_loss=distiller, progress_bar=progress_bar, log=log,
+            train_json=train_json, val_json=val_json, out=out, init_model=model, init_classes=classes,
+            init_meta={PRUNED_META_KEY: prune_meta}, train_config=train_config, extra_loss=distiller,
+            progress_bar=progress_bar, log=log,
         )  # fmt: skip
-        payload = read_checkpoint(tmp)
-        model.load_state_dict(payload["state_dict"])
     finally:
         if distiller is not None:
             distiller.close()
-        for path in (tmp, last_path(tmp)):
-            path.unlink(missing_ok=True)
+    model.load_state_dict(read_checkpoint(out)["state_dict"])
     model.eval()
-    save_checkpoint(out, model, classes, meta={**payload["meta"], PRUNED_META_KEY: prune_meta})
     return dict(result.best_metrics)

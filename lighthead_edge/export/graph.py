@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,9 @@ from lighthead_edge.ops.ps_roi_align_export import (
     PSRoIAlignMethod,
     max_adaptive_grid,
 )
+
+if TYPE_CHECKING:
+    import onnx
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
@@ -88,7 +91,9 @@ class NonMaxSuppression(torch.autograd.Function):
             return _nms_rows(boxes, scores, max_output, iou_threshold, score_threshold)
 
     @staticmethod
-    def symbolic(g, boxes, scores, max_output: int, iou_threshold: float, score_threshold: float | None):  # noqa: ANN001, ANN205
+    def symbolic(
+        g, boxes: torch.Value, scores: torch.Value, max_output: int, iou_threshold: float, score_threshold: float | None
+    ) -> torch.Value:
         inputs = [
             boxes,
             scores,
@@ -292,6 +297,10 @@ def matches_float_scope(name: str) -> bool:
     return re.fullmatch(FLOAT_NODE_PATTERN, name) is not None
 
 
-def float_node_names(names: Iterable[str]) -> list[str]:
-    """The names among ``names`` (ONNX ``node.name`` or OpenVINO friendly names) to keep in float for INT8."""
-    return [name for name in names if matches_float_scope(name)]
+def float_node_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the exported ONNX graph's nodes to keep in float for INT8 (e.g. ORT's ``nodes_to_exclude``).
+
+    For an OpenVINO IR use :func:`lighthead_edge.export.openvino.float_op_names`, which also finds the ops that
+    conversion created without a module path.
+    """
+    return [node.name for node in model.graph.node if matches_float_scope(node.name)]

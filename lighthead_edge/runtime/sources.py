@@ -371,8 +371,8 @@ class Reconnecting(Source):
         try:
             self.inner.open()
             self._open, self.fps = True, self.inner.fps or self.fps
-        except SourceError as exc:
-            self.log(f"warning: {exc}; retrying (--reconnect)")
+        except SourceError:
+            self.log(f"warning: can't open {self.inner.name} yet; retrying in {self._delay:.1f} s (--reconnect)")
 
     def _reopen(self) -> bool:
         while not self._stop.wait(self._delay):

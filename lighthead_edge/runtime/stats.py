@@ -88,8 +88,9 @@ class Summary:
             + (f", missing {self.missing} (file shorter than its header says: truncated?)" if self.missing else "")
             + (f", reconnects {self.reconnects}" if self.reconnects else "")
             + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""),
-            "  stage        p50 ms   p95 ms  mean ms   max ms",
         ]
+        if any(s["count"] for s in self.stages.values()):
+            lines.append("  stage        p50 ms   p95 ms  mean ms   max ms")
         for name in STAGES:
             s = self.stages.get(name)
             if s and s["count"]:

@@ -178,7 +178,9 @@ def test_cli_prune_with_two_finetune_iterations(monkeypatch, capsys, tmp_path, t
     model, classes, payload = load_checkpoint(out)
     assert classes == CLASSES and model.config.alpha == 5
     assert payload["meta"]["pruned"]["distill"] and payload["meta"]["pruned"]["macs_reduction"] >= 0.5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]  # the fine-tuning files are gone
+    # the resumable state of the fine-tuning run says it is pruned too, so it reloads with the pruned shapes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.last.pt", "pruned.pt"]
+    assert load_checkpoint(tmp_path / "pruned.last.pt")[0].config.alpha == 5
 
 
 def test_cli_prune_refuses_epochs_and_iterations(monkeypatch, capsys, tmp_path, tiny_checkpoint, synth_set):

@@ -70,6 +70,7 @@ def _interrupt_at(prefix: str):
     def log(message: str) -> None:
         if message.startswith(prefix):
             raise KeyboardInterrupt
+
     return log
 
 
@@ -131,3 +132,22 @@ def test_cli_export_onnx_only_then_eval(assets, tmp_path) -> None:
 
     result = runner.invoke(cli, ["eval", str(out), "--data", str(assets.val_json), "--backend", "openvino"])
     assert isinstance(result.exception, BundleError) and "no openvino artifact" in str(result.exception)
+
+
+def test_a_method_per_backend_exports_two_graphs(assets, tmp_path) -> None:
+    import onnx
+    import openvino as ov
+
+    out = tmp_path / "bundle"
+    methods = {"onnxruntime": "gather", "openvino": "grid_sample"}
+    export_bundle(assets.checkpoint, out, settings=ExportSettings(method=methods, latency_runs=1), log=lambda m: None)
+    bundle = load_bundle(out)
+    assert {a.key: a.info["ps_roi_align_method"] for a in bundle.artifacts} == {
+        "onnxruntime/fp32": "gather", "openvino/fp32": "grid_sample", "openvino/fp16": "grid_sample",
+    }  # fmt: skip
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *listed])  # OpenVINO's ONNX is gone
+    onnx_ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    ov_ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model_fp32.xml")).get_ops()}
+    assert "GatherElements" in onnx_ops and "GridSample" not in onnx_ops
+    assert "GridSample" in ov_ops

@@ -122,7 +122,7 @@ def test_onnx_file_is_standard_static_and_single(assets, eager) -> None:
 
 def test_float_scopes_cover_all_box_arithmetic_in_onnx(assets) -> None:
     proto = onnx.load(str(assets.bundle / "model.onnx"))
-    names = float_node_names(node.name for node in proto.graph.node)
+    names = float_node_names(proto)
     kept = set(names)
     for node in proto.graph.node:
         if node.op_type in BOX_ARITHMETIC and not re.fullmatch(QUANTIZABLE_SCOPES, node.name):

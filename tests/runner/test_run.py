@@ -105,3 +105,11 @@ def test_last_bundle_pointer(tiny_bundle: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv(BUNDLE_ENV, str(tmp_path / "gone"))
     with pytest.raises(BundleError, match="no longer exists"):
         resolve_bundle(None)
+
+
+def test_show_without_a_display_warns_and_runs_on(tiny_bundle: Path, video_mp4: Path, monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    logs: list[str] = []
+    summary = run_video(settings(tiny_bundle, SourceKind.VIDEO, video_mp4, show=True, max_frames=3), log=logs.append)
+    assert summary.processed == 3 and any("--show ignored: no display" in line for line in logs)
