@@ -97,6 +97,20 @@ def runner_fps(args: argparse.Namespace, bundle: Path, video: Path, save: bool, 
     return summary.fps
 
 
+def report(rows: dict[str, list[float]], detector, bundle: Path, video: Path, args: argparse.Namespace) -> None:
+    """Medians per path, and each runner path against model-only of the same round (the pairs share the load)."""
+    pairs = zip(rows["model-only (runner async queue)"], rows["model-only (engine run_many)"])
+    model_only = [max(a, b) for a, b in pairs]
+    h, w = detector.input_size
+    print(f"\n{bundle} ({detector.artifact.key}, input {w}x{h}), {video.name}, {args.frames} frames, "
+          f"threads {args.threads}, nireq {args.nireq}, hint {args.hint}; {args.rounds} rounds")  # fmt: skip
+    print(f"{'path':<34}{'median fps':>11}{'vs model-only, same round: median (min..max)':>47}")
+    for name, values in rows.items():
+        ratios = sorted(v / m for v, m in zip(values, model_only))
+        spread = f"{statistics.median(ratios):.0%} ({ratios[0]:.0%}..{ratios[-1]:.0%})"
+        print(f"{name:<34}{statistics.median(values):11.2f}{spread:>47}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="Bundle [default: export an untrained one].")
@@ -133,15 +147,7 @@ def main() -> int:
         rows["runner, JSONL"].append(runner_fps(args, bundle, video, False, tmp))
         rows["runner, JSONL + MP4"].append(runner_fps(args, bundle, video, True, tmp))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()), file=sys.stderr)
-    medians = {k: statistics.median(v) for k, v in rows.items()}
-    reference = max(medians["model-only (runner async queue)"], medians["model-only (engine run_many)"])
-    h, w = detector.input_size
-    print(f"\n{bundle} ({detector.artifact.key}, input {w}x{h}), {video.name}, {args.frames} frames, "
-          f"threads {args.threads}, nireq {args.nireq}, hint {args.hint}; medians of {args.rounds} rounds")  # fmt: skip
-    best = max(max(rows["model-only (runner async queue)"]), max(rows["model-only (engine run_many)"]))
-    print(f"{'path':<34}{'median fps':>11}{'vs model-only':>15}{'best fps':>10}{'vs best':>9}")
-    for name, fps in medians.items():
-        print(f"{name:<34}{fps:11.2f}{fps / reference:14.0%}{max(rows[name]):10.2f}{max(rows[name]) / best:9.0%}")
+    report(rows, detector, bundle, video, args)
     return 0
 
 

@@ -22,7 +22,7 @@ from lighthead_edge.runtime.backends import Hint, Outputs, make_backend
 from lighthead_edge.runtime.bundle import Artifact, Backend, Bundle, BundleError, Precision, load_bundle
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: == on numpy fields would be ambiguous
 class Detections:
     """Detections of one frame, by decreasing score.
 
