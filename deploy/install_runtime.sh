@@ -21,6 +21,15 @@ if [ -e "$VENV" ]; then
     exit 2
 fi
 "$PYTHON" -m venv "$VENV"
+if [ -d "$PACKAGE" ]; then
+    # Build from a copy of just the package: pip builds in place and would leave build/ and *.egg-info in a checkout.
+    STAGE=$(mktemp -d)
+    trap 'rm -rf "$STAGE"' EXIT
+    cp "$PACKAGE/pyproject.toml" "$STAGE/"
+    [ -f "$PACKAGE/README.md" ] && cp "$PACKAGE/README.md" "$STAGE/"
+    (cd "$PACKAGE" && tar --exclude=__pycache__ -cf - lighthead_edge) | (cd "$STAGE" && tar -xf -)
+    PACKAGE=$STAGE
+fi
 # The base dependencies of the package are the runtime; the [toolchain] extra (torch, NNCF, ...) is not installed.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "$PACKAGE"
 "$VENV/bin/python" - <<'PY'

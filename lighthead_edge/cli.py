@@ -75,6 +75,8 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int) -> 
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
 @click.option("--lr", default=None, type=float, help="[default: 0.001 adamw, 0.02 sgd]")
 @click.option("--max-minutes", default=None, type=float, help="Wall-clock budget; stops, validates and saves.")
+@click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
+              help="aerial: also vertical flips, quarter turns and colour jitter (nadir imagery).")  # fmt: skip
 @click.option("--warmup", default=100, show_default=True, help="Warm-up iterations.")
 @click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
 @click.option("--seed", default=0, show_default=True)
@@ -91,6 +93,7 @@ def train(**kw) -> None:
     tcfg = TrainConfig(
         epochs=kw["epochs"], iters=kw["iters"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=lr,
         warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"], max_minutes=kw["max_minutes"],
+        augment=kw["augment"],
     )  # fmt: skip
     init_model, init_classes, init_meta = None, None, None
     if kw["init_checkpoint"]:

@@ -105,6 +105,7 @@ class TrainConfig:
     warmup_iters: int = 100
     schedule: str = "cosine"  # "cosine" | "step" | "constant"
     hflip: bool = True
+    augment: str = "flip"  # "flip" | "aerial" (also vertical flips, quarter turns, colour jitter)
     # sampling
     rpn_batch_size: int = 256
     rpn_positive_fraction: float = 0.5

@@ -128,7 +128,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
-    train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg.hflip, init_classes)
+    train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg, init_classes)
     model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
     freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
     _prepare_model(model, freeze_bn, int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0)))

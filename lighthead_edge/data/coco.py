@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lighthead_edge.data.transforms import hflip, letterbox, read_image, to_model_input
+from lighthead_edge.data.transforms import adjust_colour, hflip, letterbox, read_image, rot90, to_model_input, vflip
 from lighthead_edge.errors import DataError
 
 
@@ -91,6 +91,9 @@ def _check_files_exist(coco_path: Path, image_root: Path, file_names: Sequence[s
         )
 
 
+AUGMENTATIONS = ("flip", "aerial")
+
+
 class CocoDetection(Dataset):
     """A COCO detection file as ``(image, target)`` pairs, letterboxed to the model's input size.
 
@@ -98,7 +101,9 @@ class CocoDetection(Dataset):
         json_path: the COCO annotation file.
         image_root: the folder ``file_name`` is relative to; the JSON file's folder by default.
         input_size: ``(H, W)`` of the model input.
-        train: apply random horizontal flips (with ``hflip_prob``).
+        train: apply random augmentation (``augment``).
+        augment: ``"flip"``: horizontal flips with ``hflip_prob``; ``"aerial"``: for nadir imagery, where up has no
+            meaning, also vertical flips, quarter turns and brightness/contrast jitter (+-20%).
 
     ``__getitem__`` returns ``image (FloatTensor[3, H, W])``, RGB in 0..255 with the padding at the mean colour, and
     ``target``: ``boxes (FloatTensor[N, 4])`` xyxy in input pixels, ``labels (LongTensor[N])`` in ``1..C``,
@@ -113,7 +118,11 @@ class CocoDetection(Dataset):
         input_size: tuple[int, int] = (512, 512),
         train: bool = False,
         hflip_prob: float = 0.5,
+        augment: str = "flip",
     ) -> None:
+        if augment not in AUGMENTATIONS:
+            raise DataError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        self.augment = augment
         self.coco_path = Path(json_path)
         self.coco = load_coco(self.coco_path)
         self.image_root = Path(image_root) if image_root is not None else self.coco_path.parent
@@ -160,9 +169,9 @@ class CocoDetection(Dataset):
         np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
         boxes, labels = boxes[keep], self._labels[index][keep]
-        # torch's RNG, not numpy's: the training loop seeds torch, and DataLoader seeds it per worker.
-        if self.train and torch.rand(()).item() < self.hflip_prob:
-            image, boxes = hflip(image, boxes)
+        if self.train:
+            image, boxes = self._augment(image, boxes)
+            h, w = image.shape[:2]
         image, scale = letterbox(image, self.input_size)
         target = {
             "boxes": torch.from_numpy(boxes * np.float32(scale)),
@@ -172,6 +181,18 @@ class CocoDetection(Dataset):
             "orig_size": (h, w),
         }
         return torch.from_numpy(to_model_input(image)), target
+
+    def _augment(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # torch's RNG, not numpy's: the training loop seeds torch, and DataLoader seeds it per worker.
+        r = torch.rand(5).tolist()
+        if r[0] < self.hflip_prob:
+            image, boxes = hflip(image, boxes)
+        if self.augment == "aerial":
+            if r[1] < 0.5:
+                image, boxes = vflip(image, boxes)
+            image, boxes = rot90(image, boxes, int(r[2] * 4))
+            image = adjust_colour(image, 0.8 + 0.4 * r[3], 0.8 + 0.4 * r[4])
+        return image, boxes
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:

@@ -79,6 +79,36 @@ def hflip(image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(image[:, ::-1]), flipped
 
 
+def vflip(image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror an ``[H, W, C]`` image and its ``[N, 4]`` xyxy boxes top-bottom (``y' = H - y``)."""
+    height = image.shape[0]
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    flipped = boxes.copy()
+    flipped[:, 1] = height - boxes[:, 3]
+    flipped[:, 3] = height - boxes[:, 1]
+    return np.ascontiguousarray(image[::-1]), flipped
+
+
+def rot90(image: np.ndarray, boxes_xyxy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate an ``[H, W, C]`` image and its xyxy boxes by ``k`` quarter turns counter-clockwise.
+
+    One turn maps pixel-edge coordinates ``(x, y)`` of a ``W``-wide image to ``(y, W - x)``.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    for _ in range(k % 4):
+        width = image.shape[1]
+        image = np.rot90(image)
+        boxes = np.stack([boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], axis=1)
+    return np.ascontiguousarray(image), boxes.astype(np.float32)
+
+
+def adjust_colour(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """``(image - mean) * contrast + mean * brightness``, clipped to uint8: light and sensor changes between sites."""
+    img = image.astype(np.float32)
+    mean = img.mean()
+    return np.clip((img - mean) * contrast + mean * brightness, 0, 255).astype(np.uint8)
+
+
 def scale_boxes(boxes: np.ndarray, scale: float, orig_hw: tuple[int, int]) -> np.ndarray:
     """Map ``[N, 4]`` xyxy boxes from letterboxed-input pixels to the original image, clipped to ``(0, 0, w, h)``."""
     out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / np.float32(scale)
