@@ -35,6 +35,8 @@ RUNS = {
             "512",
             "--anchor-scales",
             "1,2,4,8,16",
+            "--augment",
+            "aerial",
             "--iters",
             "800",
             "--batch-size",

@@ -9,6 +9,18 @@ import pytest
 os.environ.setdefault("OPENVINO_TELEMETRY", "0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the tests' "last bundle" pointer (and other XDG caches) out of the user's ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def synth_set(tmp_path_factory) -> dict:
     """24 train / 8 val synthetic scenes at 128x128."""

@@ -26,9 +26,11 @@ def export_cmd(
     replaced once the new one is complete.
     """
     from lighthead_edge.export.bundle import ExportSettings, export_bundle, parse_formats
+    from lighthead_edge.runtime.runner import remember_bundle
 
     settings = ExportSettings(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
         threads=threads,
     )  # fmt: skip
-    export_bundle(checkpoint, out, settings=settings, log=lambda message: click.echo(message, err=True))
+    bundle = export_bundle(checkpoint, out, settings=settings, log=lambda message: click.echo(message, err=True))
+    remember_bundle(bundle)  # `lighthead-edge run` without --model now runs this bundle
