@@ -48,8 +48,8 @@ def run_demo(
     )
     result = train(
         train_json=data["train"], val_json=data["val"], out=out / "model.pt", model_config=DEMO_MODEL,
-        train_config=TrainConfig(iters=iters, batch_size=4, warmup_iters=50, max_minutes=minutes, threads=threads, augment="aerial",
-                                 eval_every=5),
+        train_config=TrainConfig(iters=iters, batch_size=4, warmup_iters=50, max_minutes=minutes, threads=threads,
+                                 augment="aerial", eval_every=5),
         pretrained=weights,
     )  # fmt: skip
     _step(4, n, "COCO mAP of the torch model on the held-out scenes (pycocotools)")
