@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Parity of a bundle with its eager torch model on a COCO set, per backend and precision, side by side.
+
+    python scripts/check_parity.py model.pt bundle/ val.json
+
+For each artifact of the bundle: matched detections, min IoU and max score difference against eager torch, the
+largest score among detections present on one side only, and COCO AP/AP50 next to torch's. Targets (issue 4): FP32
+IoU >= 0.99, scores within 1e-3, AP within 0.002; FP16 AP within 0.005.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lighthead_edge.evaluate import evaluate_bundle, evaluate_model
+from lighthead_edge.export import parity
+from lighthead_edge.modeling.checkpoint import load_checkpoint
+from lighthead_edge.runtime import Detector
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", type=Path)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    model, _, _ = load_checkpoint(args.model)
+    expected = parity.eager_detections(model, args.data)
+    torch_metrics = evaluate_model(model, args.data, progress=False)
+    artifacts = json.loads((args.bundle / "manifest.json").read_text())["artifacts"]
+    print(f"{'artifact':<18} {'matched':>7} {'min IoU':>8} {'max |ds|':>9} {'1-sided':>8} {'AP':>7} {'dAP':>8} {'AP50':>6}")
+    print(f"{'torch/fp32':<18} {sum(len(e['scores']) for e in expected):>7} {'':>8} {'':>9} {'':>8} "
+          f"{torch_metrics['AP']:>7.4f} {'':>8} {torch_metrics['AP50']:>6.3f}")  # fmt: skip
+    for art in artifacts:
+        backend, precision = art["backend"], art["precision"]
+        detector = Detector(args.bundle, backend, threads=args.threads, precision=precision)
+        result = parity.compare(detector, expected, args.data)
+        metrics = evaluate_bundle(args.bundle, args.data, backend=backend, precision=precision, progress=False,
+                                  detector=detector)  # fmt: skip
+        one_sided = max(result.unmatched_scores, default=0.0)
+        print(f"{backend + '/' + precision:<18} {result.matched:>7} {result.min_iou:>8.5f} "
+              f"{result.max_score_diff:>9.2e} {one_sided:>8.3f} {metrics['AP']:>7.4f} "
+              f"{metrics['AP'] - torch_metrics['AP']:>+8.4f} {metrics['AP50']:>6.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
