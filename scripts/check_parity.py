@@ -31,9 +31,8 @@ def main() -> None:
     expected = parity.eager_detections(model, args.data)
     torch_metrics = evaluate_model(model, args.data, progress=False)
     artifacts = json.loads((args.bundle / "manifest.json").read_text())["artifacts"]
-    print(
-        f"{'artifact':<18} {'matched':>7} {'min IoU':>8} {'max |ds|':>9} {'1-sided':>8} {'AP':>7} {'dAP':>8} {'AP50':>6}"
-    )
+    header = ("artifact", "matched", "min IoU", "max |ds|", "1-sided", "AP", "dAP", "AP50")
+    print("{:<18} {:>7} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6}".format(*header))
     print(f"{'torch/fp32':<18} {sum(len(e['scores']) for e in expected):>7} {'':>8} {'':>9} {'':>8} "
           f"{torch_metrics['AP']:>7.4f} {'':>8} {torch_metrics['AP50']:>6.3f}")  # fmt: skip
     for art in artifacts:
