@@ -238,6 +238,62 @@ def prune(**kw) -> None:
     click.echo(f"saved {run.out}")
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--calib", required=True, help="Calibration images: a folder, a COCO json or a video file.")
+@click.option("--backend", type=click.Choice(["openvino", "onnxruntime", "both"]), default="both", show_default=True)
+@click.option("--calib-size", default=300, show_default=True, help="Calibration images to use.")
+@click.option("--selection", type=click.Choice(["uniform", "diverse"]), default="uniform", show_default=True,
+              help="Evenly spaced over the source, or greedy k-center on colour thumbnails.")  # fmt: skip
+@click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 of every variant (and accuracy control).")
+@click.option("--max-drop", default=None, type=float, help="With --val: accuracy control, max AP drop (0.01 = 1 pt).")
+@click.option("--prune", "prune_ratio", default=None, type=float, help="Prune at this ratio first (needs --data).")
+@click.option("--data", "train_json", default=None, help="Training COCO json for --prune.")
+@click.option("--finetune-epochs", default=0, show_default=True, help="With --prune: fine-tuning epochs.")
+@click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
+@click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
+def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
+             max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
+             threads: int, runs: int, out: str) -> None:  # fmt: skip
+    """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
+    from lighthead_edge.compress.bench import BenchSettings
+    from lighthead_edge.compress.calibration import Selection
+    from lighthead_edge.compress.quantize import QuantizeSettings, parse_backends, quantize_checkpoint
+
+    settings = QuantizeSettings(
+        backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
+        max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
+        bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
+    )  # fmt: skip
+    run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
+    try:
+        from lighthead_edge.runtime.runner import remember_bundle
+
+        remember_bundle(run.bundle)  # `lighthead-edge run` without --model now runs this bundle
+    except ImportError:
+        pass
+    click.echo(f"bundle: {run.bundle}")
+    click.echo(f"report: {run.report}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 per variant.")
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts for latency.")
+@click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
+@click.option("--out", default=None, help="Folder for report.md/json/png [default: the bundle, or beside model.pt].")
+def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | None) -> None:
+    """Measure every variant of MODEL (a bundle folder, or a model.pt: torch eager FP32) and write a report."""
+    from lighthead_edge.compress.bench import BenchSettings, bench_model
+
+    counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--threads wants thread counts like 1,2; got {threads!r}")
+    report = bench_model(model, BenchSettings(threads=counts, runs=runs, val_json=val_json), out=out, log=_echo)
+    click.echo(f"report: {report}")
+
+
 def main() -> None:
     """Entry point: one-line errors and exit codes instead of tracebacks for anything a user can cause."""
     try:

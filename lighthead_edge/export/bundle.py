@@ -410,3 +410,28 @@ def export_bundle(
         log(f"measured: {_summary(manifest['measurements']['results'])}")
     log(f"wrote {out} ({', '.join(a['backend'] + '/' + a['precision'] for a in artifacts)})")
     return out
+
+
+def add_artifacts(
+    root: str | Path, entries: list[dict[str, Any]], *, measurements: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Add artifact ``entries`` (files already in ``root``) to a bundle's manifest, replacing any entry of the same
+    backend and precision, and record their checksums; ``measurements`` results are merged in by key.
+
+    The manifest is replaced atomically (written beside it, then renamed), so a reader sees the old or the new one.
+    Returns the new manifest.
+    """
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    new = {(e["backend"], e["precision"]) for e in entries}
+    artifacts = [a for a in manifest["artifacts"] if (a["backend"], a["precision"]) not in new] + list(entries)
+    manifest["artifacts"] = artifacts
+    manifest["files"] = file_records(root, artifacts)
+    if measurements:
+        old = manifest.get("measurements", {})
+        manifest["measurements"] = {**old, **measurements, "results": {**old.get("results", {}),
+                                                                      **measurements.get("results", {})}}  # fmt: skip
+    tmp = root / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MANIFEST_NAME)
+    return manifest

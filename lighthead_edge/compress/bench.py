@@ -1,0 +1,160 @@
+"""Measuring variants side by side: latency p50/p95 at given thread counts, async throughput, COCO AP and size.
+
+Every figure of a table comes from one run on one machine, so ratios against the FP32 baseline are meaningful even
+on a noisy shared CPU. :func:`measure_artifact` measures one bundle artifact through the torch-free runtime;
+:func:`measure_torch` measures the eager model, for the torch baseline.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lighthead_edge.data.transforms import letterbox, read_image
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure.
+
+    Attributes:
+        threads: thread counts to time single-frame latency at (the last one is the report's headline).
+        runs: timed runs per latency figure (after ``warmup`` untimed ones).
+        throughput_frames: frames pushed through the async pipeline for frames per second.
+        val_json: a COCO json for AP/AP50 (optional).
+    """
+
+    threads: tuple[int, ...] = (2,)
+    runs: int = 20
+    warmup: int = 3
+    throughput_frames: int = 24
+    val_json: str | None = None
+
+
+def timings(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
+    """p50 / p95 / min milliseconds of ``fn()`` over ``runs`` timed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(1000.0 * (time.perf_counter() - start))
+    p95 = float(np.percentile(times, 95))
+    return {"p50": round(statistics.median(times), 3), "p95": round(p95, 3), "min": round(min(times), 3), "runs": runs}
+
+
+def bench_frame(bundle, val_json: str | None) -> np.ndarray:
+    """The letterboxed input [1, H, W, 3] uint8 latency is measured on: the first val image, or fixed noise."""
+    import json
+
+    if val_json:
+        first = json.loads(Path(val_json).read_text(encoding="utf-8"))["images"][0]["file_name"]
+        frame = read_image(Path(val_json).parent / first)
+    else:
+        frame = np.random.default_rng(0).integers(0, 256, (*bundle.input_size, 3), dtype=np.uint8)
+    return letterbox(frame, bundle.input_size, pad_bgr=bundle.pad_bgr)[0][None]
+
+
+def size_on_disk(root: Path, files: Sequence[str]) -> int:
+    """Bytes of an artifact's files."""
+    return sum((root / name).stat().st_size for name in files)
+
+
+def measure_artifact(bundle, artifact, settings: BenchSettings) -> dict[str, Any]:
+    """Latency at each thread count, async throughput, size and (with ``val_json``) COCO AP of one artifact."""
+    from lighthead_edge.evaluate import evaluate_bundle
+    from lighthead_edge.runtime.detector import Detector
+
+    image = bench_frame(bundle, settings.val_json)
+    out: dict[str, Any] = {"size_bytes": size_on_disk(bundle.root, artifact.files), "latency_ms": {}}
+    detector = None
+    for threads in settings.threads:
+        detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
+        out["latency_ms"][str(threads)] = timings(lambda d=detector: d.infer(image), settings.runs, settings.warmup)
+    fast = Detector(bundle, artifact.backend, precision=artifact.precision, hint="throughput")
+    frames = [image[0]] * settings.throughput_frames
+    list(fast.stream(frames[: fast.engine.jobs]))  # warm every request before timing
+    start = time.perf_counter()
+    list(fast.stream(frames))
+    out["throughput_fps"] = round(len(frames) / (time.perf_counter() - start), 2)
+    if settings.val_json:
+        metrics = evaluate_bundle(bundle, settings.val_json, detector=detector, progress=False)
+        out["coco"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
+    return out
+
+
+def measure_torch(checkpoint: str | Path, settings: BenchSettings, input_size: tuple[int, int]) -> dict[str, Any]:
+    """The eager torch FP32 model: latency per thread count (of the model's forward) and, with ``val_json``, AP."""
+    import torch
+
+    from lighthead_edge.evaluate import evaluate_model
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(checkpoint)
+    model.eval()
+    image = torch.rand(1, 3, *input_size) * 255
+    out: dict[str, Any] = {"size_bytes": Path(checkpoint).stat().st_size, "latency_ms": {}}
+    old = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            for threads in settings.threads:
+                torch.set_num_threads(threads)
+                out["latency_ms"][str(threads)] = timings(lambda: model(image), settings.runs, settings.warmup)
+    finally:
+        torch.set_num_threads(old)
+    if settings.val_json:
+        metrics = evaluate_model(model, settings.val_json, progress=False)
+        out["coco"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
+    return out
+
+
+def bench_bundle(bundle_path: str | Path, settings: BenchSettings, log: Callable[[str], None]) -> dict[str, Any]:
+    """Measure every artifact of a bundle -> ``{"backend/precision": figures}``."""
+    from lighthead_edge.runtime.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    results = {}
+    for artifact in bundle.artifacts:
+        log(f"measuring {artifact.key}")
+        results[artifact.key] = measure_artifact(bundle, artifact, settings)
+    return results
+
+
+def bench_model(
+    model: str | Path, settings: BenchSettings, *, out: str | Path | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """``lighthead-edge bench``: a bundle folder (every artifact) or a model.pt (torch eager, plus an FP32 bundle
+    exported to a temporary folder) -> report.md/json/png in ``out`` (default: the bundle, or beside model.pt)."""
+    import tempfile
+
+    from lighthead_edge.compress.report import add_ratios, write_report
+    from lighthead_edge.errors import DataError
+    from lighthead_edge.export.bundle import ExportSettings, _host, export_bundle
+    from lighthead_edge.runtime.bundle import load_bundle
+
+    model = Path(model)
+    if not model.exists():
+        raise DataError(f"{model} not found; give a bundle folder or a model.pt")
+    threads = str(settings.threads[-1])
+    with tempfile.TemporaryDirectory(prefix="lighthead-bench-") as work:
+        if model.is_dir():
+            results = bench_bundle(model, settings, log)
+            baseline, folder = None, Path(out or model)
+        else:
+            bundle = export_bundle(model, Path(work) / "bundle", settings=ExportSettings(latency_runs=1), log=log)
+            log("measuring torch/fp32")
+            results = {"torch/fp32": measure_torch(model, settings, load_bundle(bundle).input_size)}
+            results.update(bench_bundle(bundle, settings, log))
+            baseline, folder = "torch/fp32", Path(out or model.parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        report = {"model": model.name, "host": _host(), "threads": threads, "val_data": settings.val_json,
+                  "baseline": baseline or "each backend FP32",
+                  "results": add_ratios(results, threads, baseline)}  # fmt: skip
+        return write_report(folder, report)

@@ -1,0 +1,285 @@
+"""``lighthead-edge quantize``: checkpoint -> (prune) -> FP32 bundle -> INT8 artifacts -> measurements -> report.
+
+    run = quantize_checkpoint("model.pt", "bundle/", calib="frames/", settings=QuantizeSettings(val_json="val.json"))
+    run.bundle, run.report  # the bundle folder (FP32 and INT8 artifacts, manifest) and its report.md
+
+The bundle is built in a hidden sibling folder and renamed into place when complete, like ``export``. The INT8
+artifacts are ``model_int8.onnx`` (onnxruntime) and ``model_int8.xml/.bin`` (OpenVINO), listed in the manifest with
+precision ``int8`` and their checksums, so :class:`~lighthead_edge.runtime.detector.Detector` loads them with
+``precision="int8"``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lighthead_edge.compress.bench import BenchSettings, measure_artifact
+from lighthead_edge.compress.calibration import DEFAULT_SIZE, Selection, calibration_set_for_bundle
+from lighthead_edge.compress.quantize_ort import OrtQuantSettings
+from lighthead_edge.compress.quantize_ov import OvQuantSettings
+from lighthead_edge.errors import ConfigError
+from lighthead_edge.runtime.bundle import Backend, Bundle, Precision, load_bundle
+
+Log = Callable[[str], None]
+INT8_FILES = {Backend.ONNXRUNTIME: ["model_int8.onnx"], Backend.OPENVINO: ["model_int8.xml", "model_int8.bin"]}
+FP32_FILES = {Backend.ONNXRUNTIME: "model.onnx", Backend.OPENVINO: "model_fp32.xml"}
+
+
+def parse_backends(text: str) -> tuple[Backend, ...]:
+    """``openvino`` | ``onnxruntime`` | ``both`` -> backends."""
+    if text == "both":
+        return (Backend.ONNXRUNTIME, Backend.OPENVINO)
+    try:
+        return (Backend(text),)
+    except ValueError:
+        raise ConfigError(f"unknown backend {text!r}; choose openvino, onnxruntime or both") from None
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """Everything :func:`quantize_checkpoint` does besides the calibration source.
+
+    Attributes:
+        backends: which INT8 artifacts to make.
+        calib_size, selection: calibration set size and how it is chosen.
+        val_json: COCO json: AP/AP50 per variant, and the metric of accuracy control.
+        max_drop: with ``val_json``, the largest AP drop (absolute, 0.01 = 1 point) accuracy control may leave.
+        prune_ratio, train_json, finetune_epochs: prune the model first (:func:`prune_checkpoint`).
+        bench: what the report measures.
+    """
+
+    backends: tuple[Backend, ...] = (Backend.ONNXRUNTIME, Backend.OPENVINO)
+    calib_size: int = DEFAULT_SIZE
+    selection: Selection = Selection.UNIFORM
+    val_json: str | None = None
+    max_drop: float | None = None
+    prune_ratio: float | None = None
+    train_json: str | None = None
+    finetune_epochs: int = 0
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    ort: OrtQuantSettings = field(default_factory=OrtQuantSettings)
+    ov: OvQuantSettings = field(default_factory=OvQuantSettings)
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not self.val_json:
+            raise ConfigError("--max-drop needs --val: accuracy control measures COCO AP on the validation set")
+        if self.prune_ratio is not None and not self.train_json:
+            raise ConfigError("--prune needs --data train.json (BN re-estimation and fine-tuning run on it)")
+        if self.prune_ratio is not None and not 0 < self.prune_ratio < 1:
+            raise ConfigError(f"--prune must be between 0 and 1, got {self.prune_ratio}")
+        if self.val_json and self.bench.val_json != self.val_json:
+            object.__setattr__(self, "bench", BenchSettings(**{**self.bench.__dict__, "val_json": self.val_json}))
+
+
+@dataclass
+class QuantizeRun:
+    """Where the bundle and its report went, the measured figures, and per INT8 artifact what stayed float."""
+
+    bundle: Path
+    report: Path
+    results: dict[str, dict[str, Any]]
+    quantization: dict[str, dict[str, Any]]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _prune(checkpoint: Path, work: Path, s: QuantizeSettings, log: Log) -> Path:
+    from lighthead_edge.compress.pipeline import PruneSettings, prune_checkpoint
+    from lighthead_edge.config import TrainConfig
+
+    out = work / f"{checkpoint.stem}_pruned.pt"
+    cfg = TrainConfig(epochs=s.finetune_epochs, threads=max(s.bench.threads))
+    prune_checkpoint(checkpoint, out, train_json=s.train_json, settings=PruneSettings(ratio=s.prune_ratio),
+                     train_config=cfg, progress_bar=False, log=log)  # fmt: skip
+    return out
+
+
+def quantize_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, calib: str | Path, settings: QuantizeSettings | None = None,
+    log: Log = _stderr,
+) -> QuantizeRun:  # fmt: skip
+    """Export ``checkpoint`` to the bundle ``out`` with INT8 artifacts beside the FP32 ones, and write its report."""
+    from lighthead_edge.export.bundle import ExportFormat, ExportSettings, atomic_directory, check_target, export_bundle
+
+    s = settings or QuantizeSettings()
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_target(out)
+    formats = [ExportFormat.ONNX if b is Backend.ONNXRUNTIME else ExportFormat.OPENVINO for b in s.backends]
+    with tempfile.TemporaryDirectory(prefix="lighthead-quantize-") as work, atomic_directory(out) as tmp:
+        source = _prune(checkpoint, Path(work), s, log) if s.prune_ratio else checkpoint
+        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
+        export_bundle(source, tmp, settings=export, log=log)
+        bundle = load_bundle(tmp)
+        calib_set = calibration_set_for_bundle(calib, bundle, size=s.calib_size, selection=s.selection)
+        log(calib_set.summary())
+        quantization: dict[str, dict[str, Any]] = {}
+        for backend in s.backends:
+            entry, info = _quantize_backend(bundle, backend, calib_set.inputs, s, log)
+            info["calibration"] = calib_set.summary().removeprefix("calibration: ")
+            quantization[f"{backend.value}/int8"] = info
+            _add(tmp, [entry])
+        results, report_path = _measure_and_report(load_bundle(tmp), checkpoint, s, quantization, log)
+    log(f"bundle: {out}")
+    log(f"report: {out / report_path.name}")
+    return QuantizeRun(out, out / report_path.name, results, quantization)
+
+
+def _add(root: Path, entries: list[dict[str, Any]], measurements: dict[str, Any] | None = None) -> None:
+    from lighthead_edge.export.bundle import add_artifacts
+
+    add_artifacts(root, entries, measurements=measurements)
+
+
+def _entry(bundle: Bundle, backend: Backend, extra: dict[str, Any]) -> dict[str, Any]:
+    fp32 = bundle.artifact(backend, Precision.FP32)
+    files = INT8_FILES[backend]
+    return {"backend": backend.value, "precision": Precision.INT8.value, "format": fp32.format, "path": files[0],
+            "files": files, **fp32.info, **extra}  # fmt: skip
+
+
+def _quantize_backend(
+    bundle: Bundle, backend: Backend, calib: Sequence[np.ndarray], s: QuantizeSettings, log: Log
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write one backend's INT8 artifact into the bundle -> (manifest entry, report info)."""
+    src, dst = bundle.root / FP32_FILES[backend], bundle.root / INT8_FILES[backend][0]
+    log(f"quantizing {backend.value} to INT8 on {len(calib)} calibration images")
+    if backend is Backend.ONNXRUNTIME:
+        info = _quantize_onnxruntime(bundle, src, dst, calib, s, log)
+    else:
+        info = _quantize_openvino(bundle, src, dst, calib, s, log)
+    quant = {"scheme": info["scheme"], "kept_float": [k["name"] for k in info.get("kept_float", [])]}
+    return _entry(bundle, backend, {"quantization": quant}), info
+
+
+def _measure_and_report(
+    bundle: Bundle, checkpoint: Path, s: QuantizeSettings, quantization: dict[str, Any], log: Log
+) -> tuple[dict[str, Any], Path]:
+    from lighthead_edge.compress.report import add_ratios, write_report
+    from lighthead_edge.export.bundle import _host
+
+    results: dict[str, Any] = {}
+    for artifact in bundle.artifacts:
+        log(f"measuring {artifact.key}")
+        results[artifact.key] = measure_artifact(bundle, artifact, s.bench)
+    threads = str(s.bench.threads[-1])
+    results = add_ratios(results, threads)
+    report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": s.val_json,
+              "pruned": s.prune_ratio, "results": results, "quantization": quantization}  # fmt: skip
+    _add(bundle.root, [], {"threads": int(threads), "host": report["host"], "results": results})
+    return results, write_report(bundle.root, report)
+
+
+# ----------------------------------------------------------------------------------------------- accuracy control
+def _val_items(bundle: Bundle, val_json: str) -> list[tuple[int, np.ndarray, float, tuple[int, int]]]:
+    """(image id, letterboxed input, scale, original (h, w)) of every val image: what the AP functions run on."""
+    from lighthead_edge.data.transforms import letterbox, read_image
+    from lighthead_edge.evaluate import _coco_images
+
+    images, _ = _coco_images(val_json, bundle.class_names)
+    items = []
+    for im in images:
+        frame = read_image(Path(val_json).parent / im["file_name"])
+        image, scale = letterbox(frame, bundle.input_size, pad_bgr=bundle.pad_bgr)
+        items.append((int(im["id"]), image[None], scale, (frame.shape[0], frame.shape[1])))
+    return items
+
+
+def coco_ap(run: Callable[[np.ndarray], dict[str, np.ndarray]], items: Sequence[tuple], bundle: Bundle,
+            val_json: str) -> float:  # fmt: skip
+    """COCO AP (0.5:0.95) of ``run`` (letterboxed input -> graph outputs by name) on ``items`` of ``val_json``."""
+    from lighthead_edge.data.transforms import scale_boxes
+    from lighthead_edge.evaluate import _coco_images, coco_map, to_coco_results
+
+    _, label_to_cat = _coco_images(val_json, bundle.class_names)
+    results: list[dict] = []
+    for image_id, image, scale, hw in items:
+        o = run(image)
+        n = int(np.asarray(o["num_detections"]).reshape(-1)[0])
+        boxes = scale_boxes(np.asarray(o["boxes"])[0, :n], scale, hw)
+        results += to_coco_results(image_id, boxes, np.asarray(o["scores"])[0, :n], np.asarray(o["labels"])[0, :n],
+                                   label_to_cat)  # fmt: skip
+    return coco_map(val_json, results, [it[0] for it in items])["AP"]
+
+
+def _ort_ap(path: Path, items: Sequence[tuple], bundle: Bundle, val_json: str) -> float:
+    from lighthead_edge.runtime.backends import Hint
+    from lighthead_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    engine = OnnxRuntimeBackend(path, device="CPU", threads=None, hint=Hint.LATENCY, jobs=None)
+    return coco_ap(engine.run, items, bundle, val_json)
+
+
+def _quantize_onnxruntime(
+    bundle: Bundle, src: Path, dst: Path, calib: Sequence[np.ndarray], s: QuantizeSettings, log: Log
+) -> dict[str, Any]:
+    """QDQ INT8 for onnxruntime; with ``max_drop``, revert the most sensitive layers to float (greedy, doubling)."""
+    from dataclasses import replace
+
+    from lighthead_edge.compress.quantize_ort import layer_sensitivity, profile_nodes, quantize_onnx
+
+    result = quantize_onnx(src, dst, calib, s.ort)
+    info: dict[str, Any] = {"scheme": "QDQ, per-channel s8 weights (reduce_range), u8 activations, MinMax",
+                            "float_scope": _ort_float_scope(src), "kept_float": []}  # fmt: skip
+    if s.max_drop is not None:
+        items = _val_items(bundle, s.val_json)
+        base, ap = _ort_ap(src, items, bundle, s.val_json), _ort_ap(dst, items, bundle, s.val_json)
+        log(f"onnxruntime INT8: AP {ap:.4f} against FP32 {base:.4f} (budget {s.max_drop})")
+        ranking = list(layer_sensitivity(src, dst, calib[:4]).items())
+        k = 1
+        while base - ap > s.max_drop and k <= len(ranking):
+            exclude = tuple(name for name, _ in ranking[:k])
+            result = quantize_onnx(src, dst, calib, replace(s.ort, exclude=exclude))
+            ap = _ort_ap(dst, items, bundle, s.val_json)
+            log(f"  {k} most sensitive layer(s) in float: AP {ap:.4f}")
+            k *= 2
+        why = "added error {:.2e} (1 - cosine, own share), rank {} of {}; AP drop {:.4f} -> within {}"
+        info["kept_float"] = [{"name": n, "why": why.format(e, i + 1, len(ranking), base - ap, s.max_drop)}
+                              for i, (n, e) in enumerate(ranking) if n in set(result.kept_float)]  # fmt: skip
+        info["accuracy_control"] = {"fp32_ap": base, "int8_ap": ap, "max_drop": s.max_drop}
+    info["profile_ms"] = profile_nodes(dst, calib[0], threads=max(s.bench.threads), runs=3)
+    return info
+
+
+def _ort_float_scope(src: Path) -> int:
+    import onnx
+
+    from lighthead_edge.export.graph import float_node_names
+
+    return len(float_node_names(onnx.load(str(src))))
+
+
+def _quantize_openvino(
+    bundle: Bundle, src: Path, dst: Path, calib: Sequence[np.ndarray], s: QuantizeSettings, log: Log
+) -> dict[str, Any]:
+    """NNCF INT8 for OpenVINO; with ``max_drop``, ``nncf.quantize_with_accuracy_control`` on COCO AP."""
+    from lighthead_edge.compress.quantize_ov import quantize_ir, quantize_ir_with_accuracy_control
+
+    scheme = f"NNCF {s.ov.preset} preset, overflow_fix {'on' if s.ov.overflow_fix else 'off'}"
+    if s.max_drop is None:
+        result = quantize_ir(src, dst, calib, s.ov)
+        return {"scheme": scheme, "float_scope": len(result.ignored), "kept_float": []}
+    items = _val_items(bundle, s.val_json)
+
+    def validate(compiled, data) -> float:
+        names = [o.get_any_name() for o in compiled.outputs]
+
+        def run(image: np.ndarray) -> dict[str, np.ndarray]:
+            values = compiled({0: image})
+            return {name: values[i] for i, name in enumerate(names)}
+
+        return coco_ap(run, list(data), bundle, s.val_json)
+
+    result = quantize_ir_with_accuracy_control(src, dst, calib, items, validate, max_drop=s.max_drop,
+                                               to_input=lambda item: item[1], settings=s.ov)  # fmt: skip
+    why = "reverted by nncf.quantize_with_accuracy_control (COCO AP ranking) to keep the drop within {}"
+    kept = [{"name": n, "why": why.format(s.max_drop)} for n in result.kept_float]
+    return {"scheme": scheme + ", accuracy control", "float_scope": len(result.ignored), "kept_float": kept}

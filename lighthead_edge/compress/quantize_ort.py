@@ -1,0 +1,257 @@
+"""INT8 post-training quantization for onnxruntime: static QDQ with per-channel s8 weights and u8 activations.
+
+Conv / Gemm / MatMul are quantized (the backbone, the thin-map head's large separable convs and the R-CNN fc), plus
+the ReLUs and Adds between them; the float scopes of the export graph (RoI coordinates, box decoding, NMS, softmax)
+are excluded by name, so no QuantizeLinear ever feeds RoI arithmetic. ``reduce_range=True`` (7-bit weights) because
+this CPU has AVX2 but no VNNI: its u8 x s8 kernel (``vpmaddubsw``) saturates int16 pair sums, which on the
+490-channel thin map cost cosine 0.9906 against FP32; 7-bit weights cannot overflow (0.9998, ../shared/ENVIRONMENT.md).
+
+Profiling (:func:`profile_nodes`) says where the time goes, per op type, for FP32 vs INT8 graphs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COMPUTE_OP_TYPES = ("Conv", "Gemm", "MatMul")
+# Clip / Relu / Add are listed too, though they do no INT8 arithmetic worth having: with only the compute ops, every
+# ReLU6 and residual Add sat between a Q and a DQ in float, ORT could not chain QLinearConv to QLinearConv, and the
+# Q/DQ pairs cost 45 of 106 ms (profile_nodes, mobilenet_v2-S 512, 2 threads). Quantized, ORT folds the ReLUs into
+# the conv's output range and runs QLinearAdd: 63 ms against 100 ms FP32. The float scopes stay excluded by name.
+QUANTIZED_OP_TYPES = (*COMPUTE_OP_TYPES, "Clip", "Relu", "Add")
+
+
+@dataclass(frozen=True)
+class OrtQuantSettings:
+    """Settings of :func:`quantize_onnx`.
+
+    Attributes:
+        per_channel: per-output-channel weight scales (per-tensor loses the depthwise convs' small channels).
+        reduce_range: 7-bit weights, see the module docstring.
+        op_types: the op types to quantize (see :data:`QUANTIZED_OP_TYPES` for why more than the compute ops).
+        exclude: extra node names to keep in float (besides the float scopes), e.g. from accuracy control.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    op_types: tuple[str, ...] = QUANTIZED_OP_TYPES
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass
+class OrtQuantResult:
+    """What was quantized: the output path, quantized node names and the nodes kept in float."""
+
+    path: Path
+    quantized: list[str]
+    kept_float: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    """``CalibrationDataReader`` over preprocessed uint8 inputs (an ``onnxruntime.quantization`` duck type)."""
+
+    def __init__(self, input_name: str, inputs: Iterable[np.ndarray]) -> None:
+        self._items = iter([{input_name: x} for x in inputs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def quantizable_nodes(model, op_types: Sequence[str] = COMPUTE_OP_TYPES) -> list[str]:
+    """Names of the nodes of ``model`` (onnx.ModelProto) that INT8 may quantize: the op types, minus float scopes."""
+    from lighthead_edge.export.graph import matches_float_scope
+
+    return [n.name for n in model.graph.node if n.op_type in op_types and not matches_float_scope(n.name)]
+
+
+def quantize_onnx(
+    fp32_path: str | Path, out_path: str | Path, calib: Sequence[np.ndarray], settings: OrtQuantSettings | None = None
+) -> OrtQuantResult:
+    """Quantize the ONNX model ``fp32_path`` with the calibration inputs ``calib`` and write ``out_path``.
+
+    The graph's metadata (class names, preprocessing, ...) is carried over, so the INT8 file is self-describing too.
+    """
+    import onnx
+
+    from lighthead_edge.export.graph import float_node_names
+
+    s = settings or OrtQuantSettings()
+    model = onnx.load(str(fp32_path))
+    exclude = sorted(set(float_node_names(model)) | set(s.exclude))
+    prepared = Path(out_path).with_suffix(".prepared.onnx")
+    onnx.save(fold_initializer_identities(model), str(prepared))
+    try:
+        _quantize_static(prepared, Path(out_path), calib, s, exclude, model.graph.input[0].name)
+    finally:
+        prepared.unlink(missing_ok=True)
+    quantized = onnx.load(str(out_path))
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(model.metadata_props)
+    onnx.save(quantized, str(out_path))
+    candidates = set(quantizable_nodes(model))
+    kept = sorted(n for n in s.exclude if n in candidates)
+    return OrtQuantResult(Path(out_path), sorted(candidates - set(exclude)), kept)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """quantize_static warns on the *root* logger (e.g. advice to pre-process); keep that out of our output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_static(
+    src: Path, out: Path, calib: Sequence[np.ndarray], s: OrtQuantSettings, exclude: list[str], input_name: str
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with _quiet_root_logger():
+        quantize_static(
+            str(src), str(out), _Reader(input_name, calib),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(s.op_types), per_channel=s.per_channel,
+            reduce_range=s.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+            # u8 activations keep an asymmetric zero point; s8 weights are symmetric, which the int8 GEMM needs
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )  # fmt: skip
+
+
+def fold_initializer_identities(model):
+    """Replace every ``Identity`` of an initializer by a copy of that initializer under the Identity's output name.
+
+    Note:
+        The legacy exporter de-duplicates equal tensors (e.g. the zero biases of the BN-folded convs) into one
+        initializer read through ``Identity`` nodes. ``quantize_static`` then can't see those biases as constants
+        ("Expected bias ... to be an initializer"), leaves them float, and ORT can't fuse DQ -> Conv -> Q into
+        ``QLinearConv``: the INT8 graph dequantized its weights on every run and was 1.6x *slower* than FP32.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            array = numpy_helper.to_array(inits[node.input[0]])
+            model.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    unused = [i for i in model.graph.initializer if i.name not in used]
+    for init in unused:
+        model.graph.initializer.remove(init)
+    onnx.checker.check_model(model)
+    return model
+
+
+def qdq_inputs(model) -> dict[str, list[str]]:
+    """For each node of a QDQ ``model`` (onnx.ModelProto): the names of the DequantizeLinear nodes feeding it."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    fed: dict[str, list[str]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            src = producer.get(name)
+            if src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear"):
+                fed[node.name].append(src.name)
+    return dict(fed)
+
+
+def profile_nodes(model_path: str | Path, image: np.ndarray, *, threads: int = 2, runs: int = 5) -> dict[str, float]:
+    """Milliseconds per run spent in each op type of ``model_path`` (ORT's own profiler, optimized graph), by cost.
+
+    The op types are those of the graph ORT actually runs after its optimizations, e.g. ``QLinearConv`` where a
+    DQ -> Conv -> Q triple was fused, or ``DequantizeLinear`` where it was not.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: image}
+    session.run(None, feed)  # warm-up, not counted below (events of the first run are dropped)
+    for _ in range(runs):
+        session.run(None, feed)
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text(encoding="utf-8"))
+    trace.unlink(missing_ok=True)
+    return _op_times(events, runs)
+
+
+def _op_times(events: list[dict], runs: int) -> dict[str, float]:
+    """Per op type ms per run, from ORT profile events, excluding the first (warm-up) model run."""
+    runs_seen = [e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    start = sorted(runs_seen)[1] if len(runs_seen) > 1 else 0
+    totals: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
+            totals[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1000.0 / runs
+    return dict(sorted(((k, round(v, 3)) for k, v in totals.items()), key=lambda kv: -kv[1]))
+
+
+def _with_outputs(model, names: Sequence[str]):
+    """A copy of ``model`` that also outputs the float tensors ``names`` (for comparing activations)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    have = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in have:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return copy
+
+
+def _activations(model, names: Sequence[str], inputs: Sequence[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(_with_outputs(model, names).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    feed_name = session.get_inputs()[0].name
+    values: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for x in inputs:
+        for name, value in zip(names, session.run(list(names), {feed_name: x}), strict=True):
+            values[name].append(value.astype(np.float32).ravel())
+    return values
+
+
+def _cosine_error(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    x, y = np.concatenate(a), np.concatenate(b)
+    return float(1.0 - x @ y / max(1e-12, float(np.linalg.norm(x) * np.linalg.norm(y))))
+
+
+def layer_sensitivity(fp32_path: str | Path, int8_path: str | Path, inputs: Sequence[np.ndarray]) -> dict[str, float]:
+    """How much error each quantized compute node adds: 1 - cosine of its output against FP32, minus that of its input.
+
+    The difference isolates a layer's own quantization error from the error it inherits, so the ranking points at
+    the layers worth keeping in float (most sensitive first).
+    """
+    import onnx
+
+    fp32, int8 = onnx.load(str(fp32_path)), onnx.load(str(int8_path))
+    nodes = [n for n in fp32.graph.node if n.name in set(quantizable_nodes(fp32))]
+    in_int8 = {t for n in int8.graph.node for t in n.output} | {i.name for i in int8.graph.input}
+    tensors = sorted({t for n in nodes for t in (n.input[0], n.output[0]) if t in in_int8})
+    a, b = _activations(fp32, tensors, inputs), _activations(int8, tensors, inputs)
+    err = {t: _cosine_error(a[t], b[t]) for t in tensors}
+    scores = {n.name: err.get(n.output[0], 0.0) - err.get(n.input[0], 0.0) for n in nodes}
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))

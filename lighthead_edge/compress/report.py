@@ -1,0 +1,119 @@
+"""The compression report: per variant AP/AP50, latency p50/p95, throughput and size, with ratios against FP32.
+
+Written as ``report.json`` (everything), ``report.md`` (the table, plus which layers stayed float and why) and
+``report.png`` (AP against latency, one point per variant; matplotlib with the Agg backend, so no display is needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPORT_NAMES = ("report.md", "report.json", "report.png")
+
+
+def _latency(result: dict[str, Any], threads: str) -> dict[str, float] | None:
+    return result.get("latency_ms", {}).get(threads)
+
+
+def with_ratios(results: dict[str, dict[str, Any]], baseline: str, threads: str) -> dict[str, dict[str, Any]]:
+    """Add ``ratios`` (latency p50, size and throughput against ``baseline``; AP drop in points) to each variant."""
+    base = results.get(baseline)
+    if base is None:
+        return results
+    out = {}
+    for key, r in results.items():
+        ratios: dict[str, float] = {}
+        lat, base_lat = _latency(r, threads), _latency(base, threads)
+        if lat and base_lat:
+            ratios["latency_p50"] = round(lat["p50"] / base_lat["p50"], 3)
+        if r.get("size_bytes") and base.get("size_bytes"):
+            ratios["size"] = round(r["size_bytes"] / base["size_bytes"], 3)
+        if r.get("throughput_fps") and base.get("throughput_fps"):
+            ratios["throughput"] = round(r["throughput_fps"] / base["throughput_fps"], 3)
+        if "coco" in r and "coco" in base:
+            ratios["ap_drop_points"] = round(100 * (base["coco"]["AP"] - r["coco"]["AP"]), 3)
+        out[key] = {**r, "ratios": ratios, "baseline": baseline}
+    return out
+
+
+def baseline_of(key: str, results: dict[str, Any]) -> str:
+    """The FP32 variant a result is compared with: the same backend's ``fp32`` if measured, else the first one."""
+    same = key.split("/")[0] + "/fp32"
+    return same if same in results else next(iter(results))
+
+
+def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown table plus the float-layer notes."""
+    threads = report["threads"]
+    lines = [f"# Compression report: {report.get('model', '')}", "", f"Host: {report.get('host', '?')}; latency at "
+             f"{threads} thread(s), ratios against {report.get('baseline', 'each backend FP32')}.", "",
+             "| variant | AP | AP50 | p50 ms | p95 ms | fps (async) | MB | latency x | AP drop (pts) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for key, r in report["results"].items():
+        lat, coco, ratios = _latency(r, threads) or {}, r.get("coco", {}), r.get("ratios", {})
+        size = r.get("size_bytes")
+        lines.append(
+            f"| {key} | {_fmt(coco.get('AP'))} | {_fmt(coco.get('AP50'))} | {_fmt(lat.get('p50'), '{:.1f}')} "
+            f"| {_fmt(lat.get('p95'), '{:.1f}')} | {_fmt(r.get('throughput_fps'), '{:.1f}')} "
+            f"| {_fmt(size and size / 1e6, '{:.2f}')} | {_fmt(ratios.get('latency_p50'), '{:.2f}')} "
+            f"| {_fmt(ratios.get('ap_drop_points'), '{:.2f}')} |"
+        )
+    for key, info in report.get("quantization", {}).items():
+        lines += ["", f"## {key}", "", f"- calibration: {info.get('calibration', '?')}",
+                  f"- kept in float by scope (RoI coordinates, decoding, NMS, softmax): {info.get('float_scope', 0)} "
+                  "nodes"]  # fmt: skip
+        for layer in info.get("kept_float", []):
+            lines.append(f"- kept in float by accuracy control: `{layer['name']}` ({layer['why']})")
+        if info.get("profile_ms"):
+            top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(info["profile_ms"].items())[:6])
+            lines.append(f"- onnxruntime profile, ms per run by op type: {top}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """AP against p50 latency, one labelled point per variant (skipped variants have no AP or no latency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, r in report["results"].items():
+        lat = _latency(r, report["threads"])
+        if lat is None:
+            continue
+        ap = r.get("coco", {}).get("AP", 0.0)
+        ax.scatter([lat["p50"]], [ap], marker="o" if "int8" in key else "s")
+        ax.annotate(key, (lat["p50"], ap), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"latency p50, ms ({report['threads']} threads)")
+    ax.set_ylabel("COCO AP (0.5:0.95)" + ("" if report.get("val_data") else ": not measured"))
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(folder: str | Path, report: dict[str, Any]) -> Path:
+    """Write report.json, report.md and report.png into ``folder``; returns the markdown's path."""
+    folder = Path(folder)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(markdown(report), encoding="utf-8")
+    plot(report, folder / "report.png")
+    return folder / "report.md"
+
+
+def add_ratios(results: dict[str, dict[str, Any]], threads: str, baseline: str | None = None) -> dict[str, Any]:
+    """:func:`with_ratios` for every variant, against ``baseline`` or else its own backend's FP32 (see
+    :func:`baseline_of`)."""
+    out = {}
+    for key, r in results.items():
+        base = baseline if baseline in results else baseline_of(key, results)
+        out[key] = with_ratios({key: r, base: results[base]}, base, threads)[key]
+    return out

@@ -1,0 +1,100 @@
+"""The compression table in one run: torch eager FP32, ORT FP32/INT8, OV FP32/INT8, pruned FP32 and pruned + INT8.
+
+    .venv/bin/python scripts/bench_compress.py                  # random-weight mobilenet_v2-S 512, synthetic data
+    .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --data train.json --val val.json --calib frames/
+    .venv/bin/python scripts/bench_compress.py --no-prune --threads 2 --runs 10 --out runs/bench_compress
+
+Every figure comes from this one run on this machine: latency p50/p95 at each ``--threads`` count, async throughput,
+size on disk and, with ``--val``, COCO AP/AP50. Ratios are against each backend's unpruned FP32 (``latency x``) and
+against torch eager FP32 (``vs torch``). Without ``--checkpoint`` a random-weight default model is built and a small
+synthetic set generated for calibration and BN re-estimation: the latencies are real, the APs meaningless.
+Writes report.md / report.json / report.png into ``--out`` (and the bundles beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lighthead_edge.compress.bench import BenchSettings, measure_torch
+from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
+from lighthead_edge.compress.report import add_ratios, write_report
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", help="a trained model.pt [default: random-weight mobilenet_v2-S 512]")
+    p.add_argument("--data", help="training COCO json (pruning's BN re-estimation / fine-tuning)")
+    p.add_argument("--val", help="COCO json for AP")
+    p.add_argument("--calib", help="calibration source [default: --data's images]")
+    p.add_argument("--prune", type=float, default=0.5, help="pruning ratio [0.5]")
+    p.add_argument("--no-prune", action="store_true", help="skip the pruned variants")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--threads", default="1,2", help="thread counts; the last is the headline [1,2]")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--calib-size", type=int, default=100)
+    p.add_argument("--out", default="runs/bench_compress")
+    return p.parse_args(argv)
+
+
+def _default_model(out: Path) -> tuple[Path, Path, Path]:
+    """A random-weight default model plus a synthetic train/val set at its input size."""
+    import torch
+
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.data.synth import generate_dataset
+    from lighthead_edge.modeling.checkpoint import save_checkpoint
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(num_classes=4)).eval()
+    checkpoint = save_checkpoint(out / "random_mobilenet_v2_S_512.pt", model, ["circle", "square", "triangle", "star"])
+    split = generate_dataset(out / "data", 32, 8, size=(384, 512), seed=0, progress=False)
+    return Path(checkpoint), Path(split["train"]), Path(split["val"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint, train, val = (Path(args.checkpoint), args.data, args.val) if args.checkpoint else _default_model(out)
+    calib = args.calib or (Path(train).parent / "images" if train else None)
+    if calib is None:
+        sys.exit("give --calib (or --data, whose images are used)")
+    bench = BenchSettings(threads=tuple(int(t) for t in args.threads.split(",")), runs=args.runs,
+                          val_json=str(val) if val else None)  # fmt: skip
+    common = {"calib_size": args.calib_size, "val_json": bench.val_json, "bench": bench}
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    results = {"torch/fp32": measure_torch(checkpoint, bench, _input_size(checkpoint))}
+    plain = quantize_checkpoint(checkpoint, out / "bundle", calib=calib, settings=QuantizeSettings(**common), log=log)
+    results.update({k: v for k, v in plain.results.items() if not k.endswith("fp16")})
+    if not args.no_prune and train:
+        settings = QuantizeSettings(prune_ratio=args.prune, train_json=str(train),
+                                    finetune_epochs=args.finetune_epochs, **common)  # fmt: skip
+        pruned = quantize_checkpoint(checkpoint, out / "bundle_pruned", calib=calib, settings=settings, log=log)
+        for key, value in pruned.results.items():
+            backend, precision = key.split("/")
+            if precision != "fp16":
+                results[f"{backend}/pruned-{precision}"] = value
+    threads = str(bench.threads[-1])
+    table = add_ratios(results, threads)
+    for key, row in table.items():
+        row["ratios"]["vs_torch"] = add_ratios({key: results[key], **{"torch/fp32": results["torch/fp32"]}}, threads,
+                                               "torch/fp32")[key]["ratios"].get("latency_p50")  # fmt: skip
+    report = {"model": checkpoint.name, "threads": threads, "val_data": bench.val_json, "results": table,
+              "quantization": plain.quantization}  # fmt: skip
+    print(f"report: {write_report(out, report)}")
+    print((out / "report.md").read_text())
+    return 0
+
+
+def _input_size(checkpoint: Path) -> tuple[int, int]:
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(checkpoint)
+    return tuple(model.config.input_size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

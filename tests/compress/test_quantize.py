@@ -1,0 +1,173 @@
+"""INT8 PTQ on the committed tiny checkpoint: both backends, the float scope, the manifest, the report and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from lighthead_edge.compress.bench import BenchSettings
+from lighthead_edge.compress.quantize import QuantizeRun, QuantizeSettings, quantize_checkpoint
+from lighthead_edge.export.testing import ExportedAssets, exported_assets
+from lighthead_edge.runtime.bundle import load_bundle
+
+CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
+MAX_AP_DROP = 0.02  # absolute AP; the tiny model's FP32 AP is only ~0.02, so this bounds "no collapse" mostly
+BACKENDS = ["onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> ExportedAssets:
+    """The tiny checkpoint with its 16-image synthetic val split (shared on disk with the export tests)."""
+    return exported_assets(tmp_path_factory.getbasetemp() / "exported", CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def run(assets: ExportedAssets, tmp_path_factory: pytest.TempPathFactory) -> QuantizeRun:
+    settings = QuantizeSettings(val_json=str(assets.val_json), calib_size=16,
+                                bench=BenchSettings(runs=2, warmup=1, throughput_frames=4))  # fmt: skip
+    out = tmp_path_factory.mktemp("quantize") / "bundle"
+    return quantize_checkpoint(CHECKPOINT, out, calib=assets.val_json.parent / "images", settings=settings,
+                               log=lambda message: None)  # fmt: skip
+
+
+def test_int8_artifacts_are_in_the_manifest_and_verify(run: QuantizeRun) -> None:
+    bundle = load_bundle(run.bundle)  # verifies every checksum, the INT8 files included
+    keys = {a.key for a in bundle.artifacts}
+    assert {"onnxruntime/fp32", "openvino/fp32", "onnxruntime/int8", "openvino/int8"} <= keys
+    for name in ("model_int8.onnx", "model_int8.xml", "model_int8.bin"):
+        assert name in bundle.manifest["files"]
+    assert bundle.artifact("openvino", "int8").info["ps_roi_align_method"] == "grid_sample"
+    assert set(bundle.manifest["measurements"]["results"]) == keys
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return inter / (area - inter)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_detections_are_close_to_fp32(run: QuantizeRun, assets: ExportedAssets, backend: str) -> None:
+    from lighthead_edge.data.transforms import read_image
+    from lighthead_edge.runtime.detector import Detector
+
+    fp32, int8 = run.results[f"{backend}/fp32"], run.results[f"{backend}/int8"]
+    assert fp32["coco"]["AP"] - int8["coco"]["AP"] <= MAX_AP_DROP
+    assert int8["ratios"]["size"] < 0.5  # int8 weights, float scope aside
+    ref, quant = Detector(run.bundle, backend, precision="fp32"), Detector(run.bundle, backend, precision="int8")
+    images = json.loads(assets.val_json.read_text())["images"][:6]
+    ious = []
+    for im in images:
+        frame = read_image(assets.val_json.parent / im["file_name"])
+        a, b = ref(frame), quant(frame)
+        assert abs(float(a.scores[0]) - float(b.scores[0])) < 0.02
+        for box, label in zip(a.boxes[:5], a.labels[:5]):  # the top-5 FP32 detections must be found again
+            same = b.boxes[b.labels == label]
+            ious.append(float(_iou(box, same).max()) if len(same) else 0.0)
+    assert min(ious) >= 0.5 and np.mean(np.array(ious) >= 0.7) >= 0.8
+
+
+def test_onnx_float_scope_gets_no_quantized_input(run: QuantizeRun) -> None:
+    from lighthead_edge.export.graph import float_node_names
+
+    model = onnx.load(str(run.bundle / "model_int8.onnx"))
+    floating = set(float_node_names(model))
+    assert floating, "the INT8 graph lost its float-scope node names"
+    q_outputs = {o for n in model.graph.node if n.op_type == "QuantizeLinear" for o in n.output}
+    assert not [n.name for n in model.graph.node if n.name in floating and set(n.input) & q_outputs]
+    assert not [n.name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and n.name in floating]  # fmt: skip
+    # the RoI coordinates are computed from float proposals only: no DequantizeLinear anywhere upstream in scope
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    coords = [n for n in model.graph.node if "/coords/" in n.name or n.name.startswith("/rpn_proposals/")]
+    assert coords and not [n.name for n in coords if n.op_type != "Identity" and set(n.input) & dq_outputs
+                           and "/rpn_proposals/" not in n.name]  # fmt: skip
+    assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+
+
+def test_openvino_ignored_ops_have_no_fake_quantize(run: QuantizeRun) -> None:
+    import openvino as ov
+
+    from lighthead_edge.compress.quantize_ov import fake_quantized_ops, quantizable_ops
+    from lighthead_edge.export.openvino import float_op_names
+
+    ignored = set(float_op_names(run.bundle / "model_fp32.xml"))
+    int8 = ov.Core().read_model(str(run.bundle / "model_int8.xml"))
+    quantized = set(fake_quantized_ops(int8))
+    assert not ignored & quantized
+    convs = set(quantizable_ops(ov.Core().read_model(str(run.bundle / "model_fp32.xml"))))
+    assert len(convs & quantized) >= 0.9 * len(convs)  # the backbone, thin map and fc did go INT8
+
+
+def test_report_files(run: QuantizeRun) -> None:
+    assert run.report == run.bundle / "report.md"
+    report = json.loads((run.bundle / "report.json").read_text())
+    row = report["results"]["openvino/int8"]
+    assert row["baseline"] == "openvino/fp32" and {"latency_p50", "size", "ap_drop_points"} <= set(row["ratios"])
+    assert {"p50", "p95"} <= set(row["latency_ms"]["2"]) and row["throughput_fps"] > 0
+    assert (run.bundle / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| onnxruntime/int8 |" in run.report.read_text()
+    assert report["quantization"]["onnxruntime/int8"]["profile_ms"]
+
+
+def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
+    """Accuracy control's mechanism: the most sensitive layers by :func:`layer_sensitivity` are kept float."""
+    from lighthead_edge.compress.calibration import calibration_set_for_bundle
+    from lighthead_edge.compress.quantize_ort import OrtQuantSettings, layer_sensitivity, qdq_inputs, quantize_onnx
+
+    calib = calibration_set_for_bundle(assets.val_json, run.bundle, size=4).inputs
+    ranking = layer_sensitivity(run.bundle / "model.onnx", run.bundle / "model_int8.onnx", calib[:2])
+    assert len(ranking) >= 10 and all(np.isfinite(v) for v in ranking.values())
+    worst = list(ranking)[:2]
+    settings = OrtQuantSettings(exclude=tuple(worst))
+    result = quantize_onnx(run.bundle / "model.onnx", tmp_path / "x.onnx", calib, settings)
+    assert result.kept_float == sorted(worst)
+    fed = qdq_inputs(onnx.load(str(tmp_path / "x.onnx")))
+    # a float Conv may still read dequantized activations, but never an int8 weight
+    model = onnx.load(str(tmp_path / "x.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in (n for n in model.graph.node if n.name in worst):
+        weight = producers.get(node.input[1])
+        assert weight is None or weight.op_type != "DequantizeLinear", (node.name, fed.get(node.name))
+
+
+def test_cli_quantize_with_only_calib(assets: ExportedAssets, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lighthead_edge.cli import cli
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, ["quantize", str(CHECKPOINT), "--calib", str(assets.val_json.parent / "images"),
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"bundle: {out}" in result.stdout and f"report: {out / 'report.md'}" in result.stdout
+    assert {a.key for a in load_bundle(out).artifacts} >= {"onnxruntime/int8", "openvino/int8"}
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lighthead_edge.cli", "quantize", str(CHECKPOINT), "--calib", str(tmp_path),
+           "--max-drop", "0.01", "--out", str(tmp_path / "b")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--val" in proc.stderr
+
+
+def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_path: Path) -> None:
+    """An unreachable budget (INT8 must beat FP32 by 10 points) makes the greedy search revert layers and say why."""
+    from lighthead_edge.runtime.bundle import Backend
+
+    settings = QuantizeSettings(backends=(Backend.ONNXRUNTIME,), val_json=str(assets.val_json), calib_size=8,
+                                max_drop=-0.1, bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
+    run = quantize_checkpoint(CHECKPOINT, tmp_path / "b", calib=assets.val_json, settings=settings, log=lambda m: None)
+    info = run.quantization["onnxruntime/int8"]
+    assert len(info["kept_float"]) >= 2 and all("rank" in layer["why"] for layer in info["kept_float"])
+    entry = load_bundle(run.bundle).artifact("onnxruntime", "int8").info["quantization"]
+    assert entry["kept_float"] == [layer["name"] for layer in info["kept_float"]]
+    assert "kept in float by accuracy control" in run.report.read_text()
