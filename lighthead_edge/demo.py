@@ -1,8 +1,8 @@
 """The built-in demo: real data, a real pretrained backbone, the whole job on a default, with progress.
 
 NEON airborne tree crowns (train on tiles of two YELL scenes, evaluate on OSBS_029 + SOAP_061) -> fine-tune an
-ImageNet MobileNetV2 Light-Head R-CNN (S) -> COCO mAP -> an ONNX + OpenVINO bundle, measured -> pictures of the
-bundle's detections -> a summary.
+ImageNet MobileNetV2 Light-Head R-CNN (S) -> COCO mAP -> an ONNX + OpenVINO bundle with INT8 artifacts and a report
+of accuracy against speed -> pictures of the INT8 detections -> a drone flyover through the video runner.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def run_demo(
     out_dir: str | Path, *, minutes: float = 6.0, iters: int = 450, threads: int | None = None
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return its summary (also written to ``out_dir/summary.json``)."""
+    from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
     from lighthead_edge.data.neon import prepare_neon
     from lighthead_edge.evaluate import evaluate_model, format_metrics
-    from lighthead_edge.export.bundle import ExportSettings, export_bundle
     from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.modeling.pretrained import imagenet_mobilenet_v2
     from lighthead_edge.train import train
@@ -55,25 +55,28 @@ def run_demo(
     _step(4, n, "COCO mAP of the torch model on the held-out scenes (pycocotools)")
     model, classes, _ = load_checkpoint(result.checkpoint)
     metrics = evaluate_model(model, data["val"], results_path=out / "detections.json")
-    _step(5, n, "exporting the ONNX + OpenVINO bundle (FP32/FP16) and measuring it")
-    bundle = export_bundle(
-        result.checkpoint, out / "bundle", settings=ExportSettings(val_json=data["val"], threads=threads)
+    _step(5, n, "export to ONNX + OpenVINO, INT8 post-training quantization (calibrated on the training tiles), report")
+    quantized = quantize_checkpoint(
+        result.checkpoint, out / "bundle", calib=data["train"], settings=QuantizeSettings(val_json=data["val"])
     )
-    _step(6, n, "drawing the bundle's detections (torch-free runtime, OpenVINO)")
+    bundle = quantized.bundle
+    _step(6, n, "drawing the INT8 bundle's detections (torch-free runtime, OpenVINO)")
     pictures = draw_bundle_detections(bundle, data["val"], out)
     _step(7, n, "a drone flyover of the held-out scenes through the video runner -> MP4 + JSONL")
     video = make_flyover([Path(data["val"]).parent / name for name in _val_files(data["val"])], out / "flyover.mp4")
     run_summary = run_flyover(bundle, video, out, threads)
     summary = {
         "model": str(result.checkpoint), "bundle": str(bundle), "train_minutes": round(result.seconds / 60, 2),
-        "metrics": metrics, "bundle_measurements": json.loads((bundle / "manifest.json").read_text())["measurements"],
+        "metrics": metrics, "report": str(quantized.report), "variants": quantized.results,
         "pictures": [str(p) for p in pictures], "flyover": str(video), "annotated": str(out / "flyover_detections.mp4"),
         "jsonl": str(out / "flyover_detections.jsonl"), "runner": run_summary,
         "total_minutes": round((time.perf_counter() - started) / 60, 2),
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nNEON val (OSBS_029 + SOAP_061), torch: {format_metrics(metrics)}", file=sys.stderr)
-    print(f"model: {result.checkpoint}\nbundle: {bundle}\npictures: {', '.join(summary['pictures'])}", file=sys.stderr)
+    for name, value in (("model", result.checkpoint), ("bundle", bundle), ("report", quantized.report),
+                        ("pictures", ", ".join(summary["pictures"]))):  # fmt: skip
+        print(f"{name}: {value}", file=sys.stderr)
     print(f"flyover: {summary['annotated']} + {summary['jsonl']}", file=sys.stderr)
     print(f"done in {summary['total_minutes']:.1f} min", file=sys.stderr)
     return summary
@@ -87,7 +90,7 @@ def draw_bundle_detections(bundle: Path, coco_json: str | Path, out_dir: Path) -
     from lighthead_edge.runtime.draw import draw_detections
 
     coco = json.loads(Path(coco_json).read_text())
-    detector = Detector(bundle, backend="openvino")
+    detector = Detector(bundle, backend="openvino", precision="int8")
     paths = []
     for image in coco["images"]:
         frame = cv2.imread(str(Path(coco_json).parent / image["file_name"]))
@@ -129,7 +132,7 @@ def run_flyover(bundle: Path, video: Path, out: Path, threads: int | None) -> di
     from lighthead_edge.runtime.sources import SourceKind, SourceSpec
 
     settings = RunSettings(
-        source=SourceSpec(SourceKind.VIDEO, str(video)), model=str(bundle), threads=threads,
+        source=SourceSpec(SourceKind.VIDEO, str(video)), model=str(bundle), threads=threads, precision="int8",
         save=str(out / "flyover_detections.mp4"), jsonl=str(out / "flyover_detections.jsonl"),
         summary_json=str(out / "flyover_summary.json"),
     )  # fmt: skip
