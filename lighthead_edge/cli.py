@@ -48,13 +48,14 @@ def data_synth(out: str, num: int, num_val: int | None, size: int, seed: int) ->
 @data.command("neon-trees")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--wheel", default=None, help="A local deepforest-2.1.0 wheel (offline use).")
-@click.option("--cache", "cache_dir", default=None, help="Download cache [default: ~/.cache/lighthead-edge].")
+@click.option("--cache", "cache_dir", default=None, help="Download cache [default: ~/.cache/lighthead-edge/downloads].")
 @click.option("--tile", default=400, show_default=True, help="Training tile side in pixels.")
-def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int) -> None:
+@click.option("--overlap", default=100, show_default=True, help="Overlap of neighbouring training tiles in pixels.")
+def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, overlap: int) -> None:
     """NEON airborne tree crowns: train on tiles of the YELL crops, evaluate on OSBS_029 + SOAP_061."""
     from lighthead_edge.data.neon import prepare_neon
 
-    info = prepare_neon(out, wheel=wheel, cache_dir=cache_dir, tile=tile, progress=True)
+    info = prepare_neon(out, wheel=wheel, cache_dir=cache_dir, tile=tile, overlap=overlap, progress=True)
     click.echo(f"wrote {info['num_train_images']} train tiles and {info['num_val_boxes']} val boxes: "
                f"{info['train']} {info['val']}")  # fmt: skip
 
