@@ -3,7 +3,8 @@
 
     python scripts/check_parity.py model.pt bundle/ val.json
 
-For each artifact of the bundle: matched detections, min IoU and max score difference against eager torch, the
+For each artifact of the bundle: matched detections, how many of them are exact (IoU >= 0.99, scores within 1e-3),
+min IoU and max score difference against eager torch, the
 largest score among detections present on one side only, and COCO AP/AP50 next to torch's. Targets (issue 4): FP32
 IoU >= 0.99, scores within 1e-3, AP within 0.002; FP16 AP within 0.005.
 """
@@ -31,9 +32,9 @@ def main() -> None:
     expected = parity.eager_detections(model, args.data)
     torch_metrics = evaluate_model(model, args.data, progress=False)
     artifacts = json.loads((args.bundle / "manifest.json").read_text())["artifacts"]
-    header = ("artifact", "matched", "min IoU", "max |ds|", "1-sided", "AP", "dAP", "AP50")
-    print("{:<18} {:>7} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6}".format(*header))
-    print(f"{'torch/fp32':<18} {sum(len(e['scores']) for e in expected):>7} {'':>8} {'':>9} {'':>8} "
+    header = ("artifact", "matched", "exact", "min IoU", "max |ds|", "1-sided", "AP", "dAP", "AP50")
+    print("{:<18} {:>7} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6}".format(*header))
+    print(f"{'torch/fp32':<18} {sum(len(e['scores']) for e in expected):>7} {'':>6} {'':>8} {'':>9} {'':>8} "
           f"{torch_metrics['AP']:>7.4f} {'':>8} {torch_metrics['AP50']:>6.3f}")  # fmt: skip
     for art in artifacts:
         backend, precision = art["backend"], art["precision"]
@@ -42,7 +43,7 @@ def main() -> None:
         metrics = evaluate_bundle(args.bundle, args.data, backend=backend, precision=precision, progress=False,
                                   detector=detector)  # fmt: skip
         one_sided = max(result.unmatched_scores, default=0.0)
-        print(f"{backend + '/' + precision:<18} {result.matched:>7} {result.min_iou:>8.5f} "
+        print(f"{backend + '/' + precision:<18} {result.matched:>7} {result.exact:>6} {result.min_iou:>8.5f} "
               f"{result.max_score_diff:>9.2e} {one_sided:>8.3f} {metrics['AP']:>7.4f} "
               f"{metrics['AP'] - torch_metrics['AP']:>+8.4f} {metrics['AP50']:>6.3f}")  # fmt: skip
 

@@ -64,7 +64,10 @@ def eager_detections(model, coco_json: str | Path) -> list[dict]:
 
 @dataclass(frozen=True)
 class Parity:
+    """``matched`` pairs (same label, IoU > 0.5), of which ``exact`` have IoU >= 0.99 and scores within 1e-3."""
+
     matched: int
+    exact: int
     min_iou: float
     max_score_diff: float
     unmatched_scores: list[float]
@@ -82,4 +85,5 @@ def compare(detector, expected: list[dict], coco_json: str | Path) -> Parity:
         unmatched += u
     ious = [p[0] for p in pairs] or [float("nan")]
     diffs = [p[1] for p in pairs] or [float("nan")]
-    return Parity(len(pairs), min(ious), max(diffs), unmatched)
+    exact = sum(1 for iou, diff in pairs if iou >= 0.99 and diff <= 1e-3)
+    return Parity(len(pairs), exact, min(ious), max(diffs), unmatched)

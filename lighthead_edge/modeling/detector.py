@@ -118,9 +118,10 @@ class LightHeadRCNN(nn.Module):
         boxes = clip_boxes(boxes.view(boxes.shape[0], -1, 4), float(image_size[0]), float(image_size[1]))
         results = []
         for s, b in zip(scores.split([len(p) for p in proposals]), boxes.split([len(p) for p in proposals])):
-            s = s[:, 1:]
-            b = b.expand(-1, c.num_classes, -1) if c.class_agnostic_reg else b[:, 1:]
-            labels = torch.arange(1, c.num_classes + 1, device=s.device).expand_as(s)
+            # class-major candidates ([C, R]), so that equal scores rank as in the exported graph's per-class NMS
+            s = s[:, 1:].t()
+            b = (b.expand(-1, c.num_classes, -1) if c.class_agnostic_reg else b[:, 1:]).transpose(0, 1)
+            labels = torch.arange(1, c.num_classes + 1, device=s.device)[:, None].expand_as(s)
             s, b, labels = s.reshape(-1), b.reshape(-1, 4), labels.reshape(-1)
             ok = (s > c.score_thresh) & ((b[:, 2:] - b[:, :2]) > 1e-2).all(dim=1)
             s, b, labels = s[ok], b[ok], labels[ok]

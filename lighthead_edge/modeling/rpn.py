@@ -106,7 +106,10 @@ class RegionProposalNetwork(nn.Module):
     ) -> Tensor:
         """Top-N by objectness, decode, clip, drop tiny boxes, NMS, top-N again -> Tensor[N, 4]."""
         k = min(s.pre_nms_top_n, logits.shape[0])
-        scores, idx = logits.topk(k)
+        # a stable sort, not topk: equal scores (anchors over letterbox padding) then rank by index, as ONNX TopK
+        # does, so an exported graph selects exactly the same candidates
+        scores, idx = torch.sort(logits, descending=True, stable=True)
+        scores, idx = scores[:k], idx[:k]
         boxes = self.box_coder.decode(deltas[idx], anchors[idx])
         boxes = clip_boxes(boxes, float(image_size[0]), float(image_size[1]))
         wh = boxes[:, 2:] - boxes[:, :2]

@@ -17,7 +17,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         iou_threshold: boxes overlapping a kept, higher-scoring box by more than this are dropped.
 
     Returns:
-        Tensor[K] int64: indices of the kept boxes, by decreasing score.
+        Tensor[K] int64: indices of the kept boxes, by decreasing score; equal scores keep their input order (the
+        lower index first), as ONNX Runtime's NonMaxSuppression does. Ties are common, not rare: every anchor over
+        a letterbox's flat padding gets the same score.
 
     Note:
         Greedy NMS is the unique fixed point of ``keep[i] = not any(keep[j] and iou[j, i] > t for j before i)``
@@ -27,7 +29,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True)
+    order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order]
     suppresses = torch.triu(box_iou(b, b) > iou_threshold, diagonal=1)  # [j, i]: j before i and overlapping
     keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
