@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lighthead_edge.compress.bench import timings
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.export.bundle import AUTO_METHODS
 from lighthead_edge.export.graph import build_export_model, example_input
@@ -37,14 +36,7 @@ Runner = Callable[[], object]
 
 
 def median_ms(fn: Runner, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return timings(fn, runs, warmup)["p50"]
 
 
 def onnxruntime_runner(path: Path, feeds: dict[str, np.ndarray], threads: int) -> Runner:

@@ -10,9 +10,7 @@ a 512-pixel image at stride 16, all on one image, as the detector feeds the pool
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,21 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lighthead_edge.compress.bench import timings
 from lighthead_edge.ops.ps_roi_align import ps_roi_align
 from lighthead_edge.ops.ps_roi_align_export import PSRoIAlignExport, PSRoIAlignMethod
 
 
 def timings_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> tuple[float, float]:
-    """(median, best) wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls. The best shows how
-    much of the median is other load on a shared machine."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times), 1000.0 * min(times)
+    """(median, best) wall time of ``fn()`` in milliseconds. The best shows how much of the median is other load on a
+    shared machine."""
+    t = timings(fn, runs, warmup)
+    return t["p50"], t["min"]
 
 
 def random_rois(k: int, image_size: int, generator: torch.Generator) -> torch.Tensor:
