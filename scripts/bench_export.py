@@ -122,7 +122,8 @@ def time_op(config: ModelConfig, rois: int, runs: int, threads: int, tmp: Path) 
         out[("torch", "reference")] = median_ms(lambda: ps_roi_align(thin, boxes, *geometry), runs)
     feeds = {"input": thin.numpy(), "rois": boxes.numpy()}
     for method in PSRoIAlignMethod:
-        module = PSRoIAlignExport(*geometry, method=method).eval()
+        # the pooler as the detector graph builds it: one image, RoIs inside it (the rois above are)
+        module = PSRoIAlignExport(*geometry, method=method, rois_inside_single_image=True).eval()
         with torch.inference_mode():
             out[("torch", method.value)] = median_ms(lambda m=module: m(thin, boxes), runs)
         path = tmp / f"op_{method.value}.onnx"

@@ -280,7 +280,8 @@ def build_export_model(
     method = PSRoIAlignMethod(method)
     c = model.config
     max_grid = max_adaptive_grid(c.input_size, c.pool_size, 1.0 / c.stride) if c.sampling_ratio <= 0 else None
-    factory = partial(PSRoIAlignExport.from_module, method=method, max_grid=max_grid)
+    # one image, proposals clipped to it: the pooler may use its uniform-weight fast path
+    factory = partial(PSRoIAlignExport.from_module, method=method, max_grid=max_grid, rois_inside_single_image=True)
     swapped = swap_modules(model, {PSRoIAlign: factory})
     swapped.eval()
     return EndToEndDetector(swapped, method).eval()

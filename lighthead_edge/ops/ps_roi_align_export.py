@@ -290,6 +290,21 @@ def _grid_sample_pool(
     return pooled.permute(2, 1, 0).reshape(k, -1, ph, pw)
 
 
+def _grid_sample_pool_uniform(input: Tensor, grid: Tensor, k: int, geo: PoolGeometry) -> Tensor:
+    """``_grid_sample_pool`` for one image whose RoIs lie inside the map, with a fixed sampling ratio.
+
+    Every sample then has the same weight, 1 / samples per bin (none falls beyond the -1 border, none is padding,
+    every RoI is on image 0), so the weighted sum is a plain ReduceMean: it saves a broadcast Mul and a ReduceSum
+    over [P, C_out, K, S] values, about half of the op's time in the detector graph.
+    """
+    ph, pw = geo.output_size
+    _, c, h, w = input.shape
+    maps = input.reshape(1, -1, ph * pw, h, w).transpose(1, 2).reshape(-1, c // (ph * pw), h, w)
+    values = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    pooled = values.reshape(ph * pw, c // (ph * pw), k, -1).mean(dim=3)  # [P, C_out, K]
+    return pooled.permute(2, 1, 0).reshape(k, -1, ph, pw)
+
+
 _Coordinates = Callable[[Tensor, Tensor, PoolGeometry], tuple[Tensor, Tensor]]
 _METHODS: dict[PSRoIAlignMethod, tuple[_Coordinates, Callable[..., Tensor]]] = {
     PSRoIAlignMethod.GATHER: (_gather_coords, _gather_pool),
@@ -367,10 +382,14 @@ class PSRoIAlignExport(nn.Module):
         *,
         method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE,
         max_grid: int | tuple[int, int] | None = None,
+        rois_inside_single_image: bool = False,
     ) -> None:
         super().__init__()
         self.geometry = PoolGeometry.of(output_size, spatial_scale, sampling_ratio, max_grid)
         self.method = PSRoIAlignMethod(method)
+        # a promise of the caller (the detector graph: one image, proposals clipped to it) that allows the uniform
+        # mean; it is only used where it is exact: grid_sample with a fixed sampling ratio
+        self.uniform = rois_inside_single_image and self.method is PSRoIAlignMethod.GRID_SAMPLE and sampling_ratio > 0
         self.add_module(COORDS_SCOPE, _Scope(_METHODS[self.method][0]))
         self.add_module(WEIGHTED_SUM_SCOPE, _Scope(_weighted_sum))
 
@@ -381,12 +400,17 @@ class PSRoIAlignExport(nn.Module):
         *,
         method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE,
         max_grid: int | tuple[int, int] | None = None,
+        rois_inside_single_image: bool = False,
     ) -> PSRoIAlignExport:
         """The replacement of ``ps``, e.g. as the factory of ``swap_modules(model, {PSRoIAlign: ...})``."""
-        return cls(ps.output_size, ps.spatial_scale, ps.sampling_ratio, method=method, max_grid=max_grid)
+        return cls(ps.output_size, ps.spatial_scale, ps.sampling_ratio, method=method, max_grid=max_grid,
+                   rois_inside_single_image=rois_inside_single_image)  # fmt: skip
 
     def forward(self, input: Tensor, rois: Tensor) -> Tensor:
         coords, weighted_sum = getattr(self, COORDS_SCOPE), getattr(self, WEIGHTED_SUM_SCOPE)
+        if self.uniform and rois.shape[0] > 0:
+            grid, _ = coords(rois, input, self.geometry)  # the weights are unused, and dropped from the graph
+            return _grid_sample_pool_uniform(input, grid, rois.shape[0], self.geometry)
         return _run(input, rois, self.geometry, self.method, coords, weighted_sum)
 
     def extra_repr(self) -> str:

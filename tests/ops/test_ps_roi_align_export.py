@@ -285,3 +285,31 @@ def test_float_pattern_matches_when_nested(tmp_path: Path) -> None:
     assert names and all(
         name.startswith(("/pooler/ps_roi_align_coords/", "/pooler/ps_roi_align_weighted_sum/")) for name in names
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_uniform_fast_path_for_one_image_with_clipped_rois(tmp_path: Path, backend: str) -> None:
+    """The detector graph's promise (one image, RoIs clipped to it) lets the pooler use a plain mean; still exact."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 490, 20, 24, generator=g)
+    xy = torch.rand(40, 2, generator=g) * torch.tensor([384.0, 320.0])
+    wh = torch.rand(40, 2, generator=g) * 160 + 0.5
+    x2y2 = torch.minimum(xy + wh, torch.tensor([384.0, 320.0]))  # clipped to the 384x320 image
+    rois = torch.cat([torch.zeros(40, 1), xy, x2y2], dim=1)
+    module = PSRoIAlignExport(7, 1 / 16, 2, rois_inside_single_image=True)
+    assert module.uniform and not PSRoIAlignExport(7, 1 / 16, -1, rois_inside_single_image=True).uniform
+    exp = Exported(module, tmp_path / "uniform.onnx")
+    torch.onnx.export(
+        module,
+        (x, rois[:3]),
+        str(exp.path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input", "rois"],
+        output_names=["pooled"],
+        dynamic_axes={"rois": {0: "num_rois"}},
+    )
+    ops = {node.op_type for node in onnx.load(str(exp.path)).graph.node}
+    assert "ReduceMean" in ops and "ReduceSum" not in ops
+    want = ps_roi_align(x, rois, 7, 1 / 16, 2).numpy()
+    np.testing.assert_allclose(exp.run(backend, x, rois), want, atol=1e-4, rtol=0)
