@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -44,3 +45,21 @@ def tiny_detector(tiny_config):
 
     torch.manual_seed(0)
     return build_detector(tiny_config).eval()
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """cli(*args) -> (exit code, stdout, stderr) of ``lighthead-edge`` run in-process through its real entry point."""
+    from lighthead_edge.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["lighthead-edge", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -2,22 +2,8 @@
 
 import json
 import re
-import sys
 
 import pytest
-
-from lighthead_edge.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["lighthead-edge", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_line_error(code, err, match):
@@ -36,39 +22,39 @@ def checkpoint(tmp_path_factory, tiny_detector):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", tiny_detector, ["a", "b", "c", "d"])
 
 
-def test_missing_checkpoint(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "info", tmp_path / "none.pt")
+def test_missing_checkpoint(cli, tmp_path):
+    code, _, err = cli("info", tmp_path / "none.pt")
     assert_one_line_error(code, err, "checkpoint not found")
 
 
-def test_corrupted_checkpoint(monkeypatch, capsys, tmp_path):
+def test_corrupted_checkpoint(cli, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("not a model")
-    code, _, err = run_cli(monkeypatch, capsys, "eval", bad, "--data", tmp_path / "x.json")
+    code, _, err = cli("eval", bad, "--data", tmp_path / "x.json")
     assert_one_line_error(code, err, "not a readable lighthead-edge checkpoint")
 
 
-def test_missing_data_file(monkeypatch, capsys, tmp_path, checkpoint):
-    code, _, err = run_cli(monkeypatch, capsys, "eval", checkpoint, "--data", tmp_path / "missing.json")
+def test_missing_data_file(cli, tmp_path, checkpoint):
+    code, _, err = cli("eval", checkpoint, "--data", tmp_path / "missing.json")
     assert_one_line_error(code, err, "missing.json")
 
 
-def test_non_coco_json(monkeypatch, capsys, tmp_path, checkpoint):
+def test_non_coco_json(cli, tmp_path, checkpoint):
     p = tmp_path / "list.json"
     p.write_text(json.dumps({"hello": [1, 2, 3]}))
-    code, _, err = run_cli(monkeypatch, capsys, "eval", checkpoint, "--data", p)
+    code, _, err = cli("eval", checkpoint, "--data", p)
     assert_one_line_error(code, err, "list.json")
 
 
-def test_empty_dataset(monkeypatch, capsys, tmp_path):
+def test_empty_dataset(cli, tmp_path):
     p = tmp_path / "empty.json"
     p.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--data", p, "--backbone", "tiny", "--out", tmp_path / "m.pt")
+    code, _, err = cli("train", "--data", p, "--backbone", "tiny", "--out", tmp_path / "m.pt")
     assert_one_line_error(code, err, "empty.json")
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_undecodable_image(monkeypatch, capsys, tmp_path, checkpoint):
+def test_undecodable_image(cli, tmp_path, checkpoint):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     coco = {
         "images": [{"id": 1, "file_name": "broken.jpg", "width": 64, "height": 64}],
@@ -76,25 +62,23 @@ def test_undecodable_image(monkeypatch, capsys, tmp_path, checkpoint):
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}, {"id": 4, "name": "d"}],
     }
     (tmp_path / "val.json").write_text(json.dumps(coco))
-    code, _, err = run_cli(monkeypatch, capsys, "eval", checkpoint, "--data", tmp_path / "val.json")
+    code, _, err = cli("eval", checkpoint, "--data", tmp_path / "val.json")
     assert_one_line_error(code, err, "broken.jpg")
 
 
-def test_checkpoint_of_another_architecture(monkeypatch, capsys, tmp_path, checkpoint):
+def test_checkpoint_of_another_architecture(cli, tmp_path, checkpoint):
     import torch
 
     payload = torch.load(checkpoint, weights_only=True)
     payload["config"]["backbone"] = "mobilenet_v2"
     torch.save(payload, tmp_path / "other.pt")
-    code, _, err = run_cli(monkeypatch, capsys, "info", tmp_path / "other.pt")
+    code, _, err = cli("info", tmp_path / "other.pt")
     assert_one_line_error(code, err, "does not match the mobilenet_v2 architecture")
 
 
-def test_class_mismatch_on_fine_tune(monkeypatch, capsys, tmp_path, checkpoint, synth_set):
+def test_class_mismatch_on_fine_tune(cli, tmp_path, checkpoint, synth_set):
     # synthetic classes are circle/square/... but the checkpoint says a/b/c/d
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
+    code, _, err = cli(
         "train",
         "--data",
         synth_set["train"],
@@ -108,15 +92,13 @@ def test_class_mismatch_on_fine_tune(monkeypatch, capsys, tmp_path, checkpoint, 
     assert_one_line_error(code, err, "has classes")
 
 
-def test_unknown_backbone(monkeypatch, capsys, tmp_path, synth_set):
-    code, _, err = run_cli(
-        monkeypatch, capsys, "train", "--data", synth_set["train"], "--backbone", "vgg", "--out", tmp_path / "m.pt"
-    )
+def test_unknown_backbone(cli, tmp_path, synth_set):
+    code, _, err = cli("train", "--data", synth_set["train"], "--backbone", "vgg", "--out", tmp_path / "m.pt")
     assert_one_line_error(code, err, "unknown backbone 'vgg'")
 
 
-def test_info_prints_stage_costs(monkeypatch, capsys, checkpoint):
-    code, out, _ = run_cli(monkeypatch, capsys, "info", checkpoint)
+def test_info_prints_stage_costs(cli, checkpoint):
+    code, out, _ = cli("info", checkpoint)
     assert code == 0
     for stage in ("backbone", "rpn", "thin_map", "rcnn_head", "total"):
         assert stage in out

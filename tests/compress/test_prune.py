@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 
 import pytest
 import torch
@@ -153,23 +152,9 @@ def test_bn_recalibration_reestimates_backbone_statistics(tiny_detector, synth_s
     assert not torch.equal(old, bn.running_mean) and bn.momentum == 0.1 and not pruned.training
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from lighthead_edge.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["lighthead-edge", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_prune_with_two_finetune_iterations(monkeypatch, capsys, tmp_path, tiny_checkpoint, synth_set):
+def test_cli_prune_with_two_finetune_iterations(cli, tmp_path, tiny_checkpoint, synth_set):
     out = tmp_path / "pruned.pt"
-    code, stdout, err = run_cli(
-        monkeypatch, capsys, "prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
+    code, stdout, err = cli("prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
         "--val", synth_set["val"], "--finetune-iters", "2", "--batch-size", "2", "--threads", "1", "--distill",
         "--out", out,
     )  # fmt: skip
@@ -183,9 +168,8 @@ def test_cli_prune_with_two_finetune_iterations(monkeypatch, capsys, tmp_path, t
     assert load_checkpoint(tmp_path / "pruned.last.pt")[0].config.alpha == 5
 
 
-def test_cli_prune_refuses_epochs_and_iterations(monkeypatch, capsys, tmp_path, tiny_checkpoint, synth_set):
-    code, _, err = run_cli(
-        monkeypatch, capsys, "prune", tiny_checkpoint, "--data", synth_set["train"], "--finetune-epochs", "1",
+def test_cli_prune_refuses_epochs_and_iterations(cli, tmp_path, tiny_checkpoint, synth_set):
+    code, _, err = cli("prune", tiny_checkpoint, "--data", synth_set["train"], "--finetune-epochs", "1",
         "--finetune-iters", "2", "--out", tmp_path / "p.pt",
     )  # fmt: skip
     assert code == ConfigError.exit_code and err.strip().startswith("error: give --finetune-epochs")
