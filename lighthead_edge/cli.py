@@ -204,6 +204,10 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 @click.option("--val", "val_json", default=None, help="Validation COCO json: AP before and after pruning.")
 @click.option("--finetune-epochs", default=None, type=int, help="Fine-tuning epochs [default: 3; 0 skips it].")
 @click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
+@click.option("--finetune-minutes", default=None, type=float,
+              help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out first.")
+@click.option("--fc-ratio", default=0.0, show_default=True,
+              help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).")
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")
@@ -226,11 +230,11 @@ def prune(**kw) -> None:
         raise ConfigError("give --finetune-epochs or --finetune-iters, not both")
     tcfg = TrainConfig(
         epochs=3 if epochs is None else epochs, iters=iters, lr=kw["lr"], batch_size=kw["batch_size"],
-        warmup_iters=50, threads=kw["threads"], seed=kw["seed"],
+        warmup_iters=50, threads=kw["threads"], seed=kw["seed"], max_minutes=kw["finetune_minutes"],
     )  # fmt: skip
     settings = PruneSettings(
         ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
-        backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"],
+        backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"], fc_ratio=kw["fc_ratio"],
     )  # fmt: skip
     run = prune_checkpoint(kw["model"], kw["out"], train_json=kw["train_json"], val_json=kw["val_json"],
                            settings=settings, train_config=tcfg, log=_echo)  # fmt: skip

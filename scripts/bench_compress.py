@@ -3,6 +3,10 @@
     .venv/bin/python scripts/bench_compress.py                  # random-weight mobilenet_v2-S 512, synthetic data
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --data train.json --val val.json --calib frames/
     .venv/bin/python scripts/bench_compress.py --no-prune --threads 2 --runs 10 --out runs/bench_compress
+    .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --pruned pruned.pt --val val.json --calib frames/
+
+``--pruned`` takes a model that ``lighthead-edge prune`` already pruned and fine-tuned (fine-tuning to recover the
+accuracy takes longer than a benchmark should), instead of pruning here with ``--prune`` / ``--finetune-epochs``.
 
 Every figure comes from this one run on this machine: latency p50/p95 at each ``--threads`` count, async throughput,
 size on disk and, with ``--val``, COCO AP/AP50. Ratios are against each backend's unpruned FP32 (``latency x``) and
@@ -30,6 +34,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calib", help="calibration source [default: --data's images]")
     p.add_argument("--prune", type=float, default=0.5, help="pruning ratio [0.5]")
     p.add_argument("--no-prune", action="store_true", help="skip the pruned variants")
+    p.add_argument("--pruned", help="an already pruned (and fine-tuned) model.pt of --checkpoint, for the pruned rows")
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--threads", default="1,2", help="thread counts; the last is the headline [1,2]")
     p.add_argument("--runs", type=int, default=20)
@@ -69,10 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {"torch/fp32": measure_torch(checkpoint, bench, _input_size(checkpoint))}
     plain = quantize_checkpoint(checkpoint, out / "bundle", calib=calib, settings=QuantizeSettings(**common), log=log)
     results.update({k: v for k, v in plain.results.items() if not k.endswith("fp16")})
-    if not args.no_prune and train:
+    pruned = None
+    if args.pruned:
+        pruned = quantize_checkpoint(args.pruned, out / "bundle_pruned", calib=calib,
+                                     settings=QuantizeSettings(**common), log=log)  # fmt: skip
+    elif not args.no_prune and train:
         settings = QuantizeSettings(prune_ratio=args.prune, train_json=str(train),
                                     finetune_epochs=args.finetune_epochs, **common)  # fmt: skip
         pruned = quantize_checkpoint(checkpoint, out / "bundle_pruned", calib=calib, settings=settings, log=log)
+    if pruned is not None:
         for key, value in pruned.results.items():
             backend, precision = key.split("/")
             if precision != "fp16":
@@ -86,7 +96,21 @@ def main(argv: list[str] | None = None) -> int:
               "quantization": plain.quantization}  # fmt: skip
     print(f"report: {write_report(out, report)}")
     print((out / "report.md").read_text())
+    if args.pruned:
+        print(_pruning_line(Path(args.pruned)))
+    elif pruned is not None:
+        print(f"pruned rows: pruned in this run at ratio {args.prune}, {args.finetune_epochs} fine-tuning epoch(s)")
     return 0
+
+
+def _pruning_line(source: Path) -> str:
+    """What the pruned rows are: widths and the backbone + thin-map MAC reduction, from the checkpoint's marker."""
+    from lighthead_edge.modeling.checkpoint import read_checkpoint
+
+    meta = (read_checkpoint(source).get("meta") or {}).get("pruned") or {}
+    widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in meta.get("widths", {}).items())
+    return (f"pruned rows: {source} (ratio {meta.get('ratio')}; {widths}); backbone + thin-map MACs "
+            f"-{100 * meta.get('macs_reduction', 0.0):.1f}%")
 
 
 def _input_size(checkpoint: Path) -> tuple[int, int]:

@@ -13,6 +13,10 @@ Each part is pruned by what it is:
   which the fc reads as columns [g*p*p, (g+1)*p*p). A group is removed whole, from ``row_a`` AND ``col_b`` (summed, so
   both lose the same channels) and from the fc's columns; the pooler needs no change (its C_out follows its input) and
   ``config.alpha`` is updated. Removing a group is exactly the same as zeroing its fc columns.
+- **fc hidden width** (by hand, optional ``fc_ratio``): a hidden unit j of the fc-2048 is row j of ``fc`` and column j
+  of ``cls_score`` and ``bbox_pred``; it is ranked by the same path norm and removed from all three, and
+  ``config.fc_dim`` is updated. With 300 RoIs the fc is a quarter of the detector's MACs, and it does not shrink with
+  alpha alone (its 2048 outputs stay).
 
 Importance in the thin head is a path norm: (norm of what produces a channel) x (norm of what consumes it), summed
 over a PS group's p*p channels. Unlike either factor alone it is invariant to moving a scale between producer and
@@ -110,6 +114,7 @@ def prune_model(
     thin_head: bool = True,
     importance: Importance | str = Importance.L1,
     round_to: int | None = 8,
+    fc_ratio: float = 0.0,
 ) -> tuple[LightHeadRCNN, PruneReport]:
     """Prune a copy of ``model`` (left untouched) -> (pruned model in eval mode, report).
 
@@ -120,9 +125,12 @@ def prune_model(
         importance: ``Importance`` or its value ("l1", "l2", "bn").
         round_to: kept channel counts are rounded up to a multiple of this (SIMD-friendly widths); not applied to
             alpha, whose unit is already a whole p*p group.
+        fc_ratio: fraction of the fc's hidden units removed (0: the fc-2048 keeps its width).
     """
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--ratio must be in [0, 1), got {ratio}")
+    if not 0.0 <= fc_ratio < 1.0:
+        raise ConfigError(f"--fc-ratio must be in [0, 1), got {fc_ratio}")
     try:
         importance = Importance(importance)
     except ValueError:
@@ -142,6 +150,9 @@ def prune_model(
         n_remove = min(int(scores.numel() * ratio), scores.numel() - 1)
         removed = sorted(scores.topk(n_remove, largest=False).indices.tolist())
         remove_ps_groups(pruned, removed)
+    if fc_ratio > 0:
+        scores = fc_hidden_importance(pruned, p=2 if importance is Importance.L2 else 1)
+        prune_fc_hidden(pruned, _top(scores, _keep_count(scores.numel(), fc_ratio, round_to)))
     after = _widths(pruned)
     report = PruneReport(
         ratio, importance.value, round_to, before, stage_costs(pruned),
@@ -153,7 +164,7 @@ def prune_model(
 def _widths(model: LightHeadRCNN) -> dict[str, int]:
     th, pp = model.thin_head, model.config.pool_size**2
     return {"backbone_out": th.col_a.in_channels, "mid_a": th.col_a.out_channels, "mid_b": th.row_b.out_channels,
-            "alpha": th.row_a.out_channels // pp}  # fmt: skip
+            "alpha": th.row_a.out_channels // pp, "fc_dim": model.roi_heads.head.fc.out_features}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------- backbone
@@ -271,3 +282,32 @@ def remove_ps_groups(model: LightHeadRCNN, groups: Sequence[int]) -> None:
         head.fc.weight.copy_(fc.weight[:, keep])
         head.fc.bias.copy_(fc.bias)
     model.config = dataclasses.replace(model.config, alpha=alpha - len(drop))
+
+
+# ------------------------------------------------------------------------------------------------------ fc hidden
+def fc_hidden_importance(model: LightHeadRCNN, p: int = 1) -> Tensor:
+    """Tensor[fc_dim]: ||fc.weight[j]|| * (||cls_score.weight[:, j]|| + ||bbox_pred.weight[:, j]||)."""
+    head = model.roi_heads.head
+    consumed = _channel_norms(head.cls_score.weight, 1, p) + _channel_norms(head.bbox_pred.weight, 1, p)
+    return _channel_norms(head.fc.weight, 0, p) * consumed
+
+
+def _slice_linear(linear: nn.Linear, out_idx: Tensor | None = None, in_idx: Tensor | None = None) -> nn.Linear:
+    weight = linear.weight.detach()
+    weight = weight if out_idx is None else weight[out_idx]
+    weight = weight if in_idx is None else weight[:, in_idx]
+    new = nn.Linear(weight.shape[1], weight.shape[0], linear.bias is not None, weight.device, weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias if out_idx is None else linear.bias[out_idx])
+    return new
+
+
+def prune_fc_hidden(model: LightHeadRCNN, keep: Tensor) -> None:
+    """Keep hidden units ``keep`` (Tensor[K] long) of the fc: its rows, and the matching columns of both outputs."""
+    head = model.roi_heads.head
+    head.fc = _slice_linear(head.fc, out_idx=keep)
+    head.cls_score = _slice_linear(head.cls_score, in_idx=keep)
+    head.bbox_pred = _slice_linear(head.bbox_pred, in_idx=keep)
+    model.config = dataclasses.replace(model.config, fc_dim=int(keep.numel()))

@@ -52,6 +52,7 @@ from lighthead_edge.ops.ps_roi_align_export import (
     WEIGHTED_SUM_SCOPE,
     PSRoIAlignExport,
     PSRoIAlignMethod,
+    bin_major_order,
     max_adaptive_grid,
 )
 
@@ -128,16 +129,100 @@ def _keep_mask(selected: Tensor, size: int) -> Tensor:
 
 
 class Preprocess(nn.Module):
-    """``images`` uint8 [1, H, W, 3] BGR -> Tensor[1, 3, H, W] float, RGB, normalised as the eager model does."""
+    """``images`` uint8 [1, H, W, 3] BGR -> Tensor[1, 3, H, W] float, RGB, normalised as the eager model does.
+
+    The BGR -> RGB swap and ``(x - mean) / std`` are one 1x1 Conv (weight[o, 2 - o] = 1 / std[o], bias -mean / std),
+    exact up to float rounding. This is the fallback for a backbone whose first op is not a plain conv; see
+    :class:`FoldedPreprocess` for the usual case and for why not Sub / Div.
+    """
 
     def __init__(self, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
+        mean = torch.tensor(pixel_mean, dtype=torch.float32)
+        std = torch.tensor(pixel_std, dtype=torch.float32)
+        weight = torch.zeros(3, 3, 1, 1)
+        for o in range(3):
+            weight[o, 2 - o] = 1.0 / std[o]
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", -mean / std)
 
     def forward(self, images: Tensor) -> Tensor:
-        rgb = images.to(torch.float32).permute(0, 3, 1, 2).flip(1)
-        return (rgb - self.mean) / self.std
+        return F.conv2d(images.to(torch.float32).permute(0, 3, 1, 2), self.weight, self.bias)
+
+
+class FoldedPreprocess(nn.Module):
+    """``images`` uint8 [1, H, W, 3] BGR -> Tensor[1, 3, H + 2 ph, W + 2 pw] float, raw BGR values, bordered with the
+    pixel mean: the input of a first conv into which :func:`fold_normalization` moved the normalisation.
+
+    Why: as Sub / Div / a channel-flip Slice, onnxruntime's INT8 graph ran the normalisation in NHWC (its layout pass
+    moves the input Transpose up through them), as broadcasts over a trailing dimension of 3: 2.4 of 17.7 ms
+    (1 thread, mobilenet_v2-S 320). Folded, nothing is left but a Cast and a Transpose; the conv's raw 0..255 input
+    quantizes exactly (scale 1), and the border of mean values is exactly the eager model's zero padding of the
+    normalised image (a zero-padded conv of raw values would be wrong on its border).
+    """
+
+    def __init__(self, pixel_mean: tuple[float, ...], size: tuple[int, int], padding: tuple[int, int]) -> None:
+        super().__init__()
+        (h, w), (ph, pw) = size, padding
+        bgr_mean = torch.tensor(pixel_mean[::-1], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("rows", bgr_mean.expand(1, 3, ph, w).contiguous())
+        self.register_buffer("cols", bgr_mean.expand(1, 3, h + 2 * ph, pw).contiguous())
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.to(torch.float32).permute(0, 3, 1, 2)
+        if self.rows.shape[2]:
+            x = torch.cat([self.rows, x, self.rows], dim=2)
+        if self.cols.shape[3]:
+            x = torch.cat([self.cols, x, self.cols], dim=3)
+        return x
+
+
+def _first_conv(backbone: nn.Module, example: Tensor) -> tuple[nn.Module, str, nn.Conv2d] | None:
+    """(parent, attribute, conv) of the conv that the backbone applies to its input first, if it takes the input
+    itself (not a function of it) and is a plain zero-padded conv of 3 channels; else None."""
+    calls: list[tuple[nn.Conv2d, Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, inputs, _out: calls.append((mod, inputs[0])))
+             for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            backbone(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not calls or calls[0][1] is not example:
+        return None
+    conv = calls[0][0]
+    if (conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros"
+            or not isinstance(conv.padding, tuple)):  # fmt: skip
+        return None
+    name = next(n for n, m in backbone.named_modules() if m is conv)
+    parent_name, _, attr = name.rpartition(".")
+    return backbone.get_submodule(parent_name), attr, conv
+
+
+def fold_normalization(model: LightHeadRCNN) -> FoldedPreprocess | None:
+    """Move BGR -> RGB and ``(x - mean) / std`` into the backbone's first conv of ``model`` (a copy: modified in
+    place), which then takes raw BGR values with a border of the mean instead of zero padding -> the matching
+    :class:`FoldedPreprocess`, or None (model unchanged) when the backbone does not start with such a conv.
+
+    With n_c = (x_{2-c} - m_c) / s_c: W'[:, j] = W[:, 2-j] / s_{2-j}, b' = b - sum W * m / s.
+    """
+    c = model.config
+    found = _first_conv(model.backbone, torch.zeros(1, 3, *c.input_size))
+    if found is None:
+        return None
+    parent, attr, conv = found
+    mean = torch.tensor(c.pixel_mean, dtype=torch.float32)
+    std = torch.tensor(c.pixel_std, dtype=torch.float32)
+    weight = conv.weight.detach()
+    folded = nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, 1, True,
+                       device=weight.device, dtype=weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        folded.weight.copy_((weight / std.view(1, 3, 1, 1)).flip(1))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        folded.bias.copy_(bias - (weight * (mean / std).view(1, 3, 1, 1)).sum(dim=(1, 2, 3)))
+    setattr(parent, attr, folded)
+    return FoldedPreprocess(c.pixel_mean, c.input_size, conv.padding)
 
 
 class ProposalSelector(nn.Module):
@@ -235,12 +320,15 @@ class DetectionPostprocess(nn.Module):
 class EndToEndDetector(nn.Module):
     """uint8 image in, fixed-size detections out; see the module docstring. Build it with :func:`build_export_model`."""
 
-    def __init__(self, model: LightHeadRCNN, method: PSRoIAlignMethod) -> None:
+    def __init__(self, model: LightHeadRCNN, method: PSRoIAlignMethod, fold_stem: bool = False) -> None:
+        """``fold_stem``: move the normalisation into the backbone's first conv (:func:`fold_normalization`), which
+        modifies ``model``: pass a copy."""
         super().__init__()
         c = model.config
         self.config = c
         self.method = method
-        self.add_module(PREPROCESS_SCOPE, Preprocess(c.pixel_mean, c.pixel_std))
+        preprocess = fold_normalization(model) if fold_stem else None
+        self.add_module(PREPROCESS_SCOPE, preprocess or Preprocess(c.pixel_mean, c.pixel_std))
         self.backbone = model.backbone
         self.rpn_head = model.rpn.head
         feat_h, feat_w = c.input_size[0] // c.stride, c.input_size[1] // c.stride
@@ -284,7 +372,29 @@ def build_export_model(
     factory = partial(PSRoIAlignExport.from_module, method=method, max_grid=max_grid, rois_inside_single_image=True)
     swapped = swap_modules(model, {PSRoIAlign: factory})
     swapped.eval()
-    return EndToEndDetector(swapped, method).eval()
+    to_bin_major(swapped)
+    return EndToEndDetector(swapped, method, fold_stem=True).eval()
+
+
+def to_bin_major(model: LightHeadRCNN) -> bool:
+    """Reorder the thin map of ``model`` (a copy with a swapped pooler: modified in place) to (bin, group) channel
+    order, so that the pooler regroups it for GridSample with a Reshape instead of a Transpose -> whether it did.
+
+    Both summed branches' last convs (row_a, col_b) get their output channels permuted the same way; the ReLU after
+    the sum is per channel. Exact: the pooled output, and so the fc, are unchanged. Only for the uniform pooler path.
+    """
+    pooler, thin = model.roi_heads.pooler, model.thin_head
+    if not isinstance(pooler, PSRoIAlignExport) or not pooler.uniform:
+        return False
+    bins = model.config.pool_size**2
+    order = bin_major_order(thin.row_a.out_channels, bins)
+    with torch.no_grad():
+        for conv in (thin.row_a, thin.col_b):
+            conv.weight.copy_(conv.weight[order])
+            if conv.bias is not None:
+                conv.bias.copy_(conv.bias[order])
+    pooler.bin_major = True
+    return True
 
 
 def example_input(model: EndToEndDetector | LightHeadRCNN, seed: int = 0) -> Tensor:

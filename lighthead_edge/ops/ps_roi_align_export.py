@@ -290,16 +290,24 @@ def _grid_sample_pool(
     return pooled.permute(2, 1, 0).reshape(k, -1, ph, pw)
 
 
-def _grid_sample_pool_uniform(input: Tensor, grid: Tensor, k: int, geo: PoolGeometry) -> Tensor:
+def _grid_sample_pool_uniform(
+    input: Tensor, grid: Tensor, k: int, geo: PoolGeometry, bin_major: bool = False
+) -> Tensor:
     """``_grid_sample_pool`` for one image whose RoIs lie inside the map, with a fixed sampling ratio.
 
     Every sample then has the same weight, 1 / samples per bin (none falls beyond the -1 border, none is padding,
     every RoI is on image 0), so the weighted sum is a plain ReduceMean: it saves a broadcast Mul and a ReduceSum
     over [P, C_out, K, S] values, about half of the op's time in the detector graph.
+
+    ``bin_major``: the map's channels are ordered (bin, group), channel ``b * C_out + g``, instead of the reference
+    (group, bin) order; then the regrouping for GridSample is a free Reshape instead of a Transpose of the map.
     """
     ph, pw = geo.output_size
     _, c, h, w = input.shape
-    maps = input.reshape(1, -1, ph * pw, h, w).transpose(1, 2).reshape(-1, c // (ph * pw), h, w)
+    if bin_major:
+        maps = input.reshape(ph * pw, c // (ph * pw), h, w)
+    else:
+        maps = input.reshape(1, -1, ph * pw, h, w).transpose(1, 2).reshape(-1, c // (ph * pw), h, w)
     values = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     pooled = values.reshape(ph * pw, c // (ph * pw), k, -1).mean(dim=3)  # [P, C_out, K]
     return pooled.permute(2, 1, 0).reshape(k, -1, ph, pw)
@@ -390,6 +398,8 @@ class PSRoIAlignExport(nn.Module):
         # a promise of the caller (the detector graph: one image, proposals clipped to it) that allows the uniform
         # mean; it is only used where it is exact: grid_sample with a fixed sampling ratio
         self.uniform = rois_inside_single_image and self.method is PSRoIAlignMethod.GRID_SAMPLE and sampling_ratio > 0
+        # set by :func:`to_bin_major` after reordering the channels of the map's producer; uniform path only
+        self.bin_major = False
         self.add_module(COORDS_SCOPE, _Scope(_METHODS[self.method][0]))
         self.add_module(WEIGHTED_SUM_SCOPE, _Scope(_weighted_sum))
 
@@ -410,7 +420,9 @@ class PSRoIAlignExport(nn.Module):
         coords, weighted_sum = getattr(self, COORDS_SCOPE), getattr(self, WEIGHTED_SUM_SCOPE)
         if self.uniform and rois.shape[0] > 0:
             grid, _ = coords(rois, input, self.geometry)  # the weights are unused, and dropped from the graph
-            return _grid_sample_pool_uniform(input, grid, rois.shape[0], self.geometry)
+            return _grid_sample_pool_uniform(input, grid, rois.shape[0], self.geometry, self.bin_major)
+        if self.bin_major:
+            raise ValueError("a bin-major PSRoIAlignExport needs the uniform path (one image, clipped RoIs, fixed grid)")
         return _run(input, rois, self.geometry, self.method, coords, weighted_sum)
 
     def extra_repr(self) -> str:
@@ -425,3 +437,9 @@ def float_node_names(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes to keep in float (:data:`FLOAT_NODE_PATTERN`), e.g. for ORT's ``nodes_to_exclude``."""
     pattern = re.compile(FLOAT_NODE_PATTERN)
     return [node.name for node in model.graph.node if pattern.fullmatch(node.name)]
+
+
+def bin_major_order(channels: int, bins: int) -> Tensor:
+    """Tensor[channels]: new channel ``b * C_out + g`` is reference channel ``g * bins + b`` (C_out = channels /
+    bins), i.e. ``weight[order]`` reorders a producer's outputs from (group, bin) to (bin, group)."""
+    return torch.arange(channels).view(channels // bins, bins).t().reshape(-1)

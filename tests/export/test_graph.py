@@ -31,11 +31,12 @@ BOX_ARITHMETIC = {"Mul", "Add", "Sub", "Div", "Exp", "Softmax", "NonMaxSuppressi
 
 
 def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, expected: dict) -> None:
-    """The graph's first rows against the eager detections, in a canonical order: exactly tied scores (which an
-    untrained head produces) may come out in either order."""
+    """The graph's first rows against the eager detections, in a canonical order (label, then box): tied or
+    near-tied scores (within float rounding, which an untrained head produces) may come out in either order."""
 
     def canonical(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        keys = np.lexsort([b[:, 1].numpy(), b[:, 0].numpy(), lab.numpy(), -s.numpy()])
+        r = b.numpy().round(2)
+        keys = np.lexsort([-s.numpy(), r[:, 3], r[:, 2], r[:, 1], r[:, 0], lab.numpy()])
         order = torch.from_numpy(keys)
         return b[order], s[order], lab[order]
 
@@ -192,3 +193,69 @@ def test_graph_equals_eager_for_other_head_settings(class_agnostic, sampling_rat
     n = int(num)
     assert n == len(expected["scores"]) > 5
     assert_same_detections(boxes[0, :n], scores[0, :n], labels[0, :n], expected)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "tiny"])
+def test_normalisation_folds_exactly_into_the_first_conv(backbone) -> None:
+    """Folded stem (raw BGR bordered with the mean, mean/std/channel swap in the conv) == normalise-then-conv,
+    border pixels included, and the graph has no Sub/Div/Slice left before the backbone."""
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.export.graph import FoldedPreprocess, Preprocess
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, backbone=backbone, input_size=(64, 96), fc_dim=64, kernel_size=5)
+    model = build_detector(config).eval()
+    for m in model.backbone.modules():  # non-trivial BN statistics, so a wrong bias would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    graph = build_export_model(model)
+    assert isinstance(graph.preprocess, FoldedPreprocess)
+    image = torch.randint(0, 256, (1, 64, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.backbone(model.normalize(image.permute(0, 3, 1, 2).flip(1).float()))
+        folded = graph.backbone(graph.preprocess(image))
+        reference = model.backbone(Preprocess(config.pixel_mean, config.pixel_std)(image))  # the fallback form
+    torch.testing.assert_close(folded, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reference, expected, atol=1e-4, rtol=1e-4)
+    # the eager model's first conv is untouched (the fold works on the export copy)
+    first = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.padding != (0, 0)
+
+
+def test_first_conv_not_fed_by_the_input_is_not_folded() -> None:
+    from lighthead_edge.export.graph import _first_conv
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x * 2)
+
+    assert _first_conv(Scaled(), torch.zeros(1, 3, 8, 8)) is None
+    plain = Scaled()
+    plain.forward = lambda x: plain.conv(x)
+    assert _first_conv(plain, torch.zeros(1, 3, 8, 8))[2] is plain.conv
+
+
+def test_bin_major_thin_map_pools_the_same() -> None:
+    """The export graph's thin map is reordered (bin, group) and its pooler reads it so: same pooled features."""
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.modeling.detector import build_detector
+    from lighthead_edge.ops.ps_roi_align_export import bin_major_order
+
+    assert bin_major_order(6, 3).tolist() == [0, 3, 1, 4, 2, 5]
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, backbone="tiny", input_size=(64, 96), fc_dim=64, kernel_size=5)
+    model = build_detector(config).eval()
+    graph = build_export_model(model)
+    assert graph.roi_heads.pooler.bin_major
+    features = torch.randn(1, model.backbone.out_channels, 4, 6)
+    rois = torch.tensor([[0, 1.0, 2.0, 60.0, 50.0], [0, 10.0, 3.0, 30.0, 40.0]])
+    with torch.no_grad():
+        expected = model.roi_heads.pooler(model.thin_head(features), rois)
+        pooled = graph.roi_heads.pooler(graph.thin_head(features), rois)
+    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
