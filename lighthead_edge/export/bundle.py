@@ -273,24 +273,24 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
 
     backend_of = {ExportFormat.ONNX: Backend.ONNXRUNTIME, ExportFormat.OPENVINO: Backend.OPENVINO}
     wanted = [backend_of[f] for f in settings.formats]
-    onnx_files: dict[str, Path] = {}  # one ONNX graph per PS-RoIAlign method in use
+    # one ONNX graph per backend: onnxruntime's has the normalisation folded into the first conv, OpenVINO's does
+    # not (see export.graph.FoldedPreprocess); the hidden one is only OpenVINO's source
+    onnx_files: dict[Backend, Path] = {}
     for backend in wanted:
         method = settings.method_for(backend)
-        if method in onnx_files:
-            continue
         keep = backend is Backend.ONNXRUNTIME
-        path = root / ("model.onnx" if keep else f".{method}.onnx")  # hidden ones are only OpenVINO's source
+        path = root / ("model.onnx" if keep else f".{method}.onnx")
         log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
-        graph = build_export_model(model, method=method)
+        graph = build_export_model(model, method=method, fold_stem=keep)
         export_onnx(graph, path, opset=settings.opset, metadata=meta)
-        onnx_files[method] = path
+        onnx_files[backend] = path
     entries = []
     if Backend.ONNXRUNTIME in wanted:
         method = settings.method_for(Backend.ONNXRUNTIME)
         onnx_entry = _entry(Backend.ONNXRUNTIME, Precision.FP32, "onnx", ["model.onnx"], method, opset=settings.opset)
         entries.append(onnx_entry)
     if Backend.OPENVINO in wanted:
-        entries += _write_openvino(root, onnx_files[settings.method_for(Backend.OPENVINO)], settings, meta, log)
+        entries += _write_openvino(root, onnx_files[Backend.OPENVINO], settings, meta, log)
     for path in onnx_files.values():
         if path.name.startswith("."):
             path.unlink()

@@ -4,9 +4,13 @@
 (its :class:`PSRoIAlign` swapped for :class:`PSRoIAlignExport` by module type) and computes the same detections as
 the eager model, with every step in the graph:
 
-``images`` uint8 [1, H, W, 3] BGR -> cast, BGR->RGB, NHWC->NCHW, ``(x - mean) / std`` -> backbone -> RPN head ->
+``images`` uint8 [1, H, W, 3] BGR -> cast, NHWC->NCHW, BGR->RGB and ``(x - mean) / std`` -> backbone -> RPN head ->
 top-k, anchor decoding, clipping, min-size filter, proposal NMS -> ``post_nms_top_n`` RoI slots -> thin map ->
 PS-RoIAlign -> fc-2048 -> softmax, box decoding, clipping, per-class NMS -> top ``detections_per_img``.
+
+Two exact rewrites of the copy make the graph cheaper than a literal transcription, in FP32 and more so in INT8:
+the channel swap and normalisation are folded into the backbone's first conv (:func:`fold_normalization`), and the
+thin map's channels are reordered bin-major so PS-RoIAlign needs no Transpose of it (:func:`to_bin_major`).
 
 Outputs, all with static shapes (D = ``detections_per_img``):
 
@@ -131,23 +135,18 @@ def _keep_mask(selected: Tensor, size: int) -> Tensor:
 class Preprocess(nn.Module):
     """``images`` uint8 [1, H, W, 3] BGR -> Tensor[1, 3, H, W] float, RGB, normalised as the eager model does.
 
-    The BGR -> RGB swap and ``(x - mean) / std`` are one 1x1 Conv (weight[o, 2 - o] = 1 / std[o], bias -mean / std),
-    exact up to float rounding. This is the fallback for a backbone whose first op is not a plain conv; see
-    :class:`FoldedPreprocess` for the usual case and for why not Sub / Div.
+    The literal form, used for OpenVINO (whose INT8 pipeline quantizes the first conv's input right after the Div)
+    and for a backbone that does not start with a plain conv; onnxruntime gets :class:`FoldedPreprocess`.
     """
 
     def __init__(self, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> None:
         super().__init__()
-        mean = torch.tensor(pixel_mean, dtype=torch.float32)
-        std = torch.tensor(pixel_std, dtype=torch.float32)
-        weight = torch.zeros(3, 3, 1, 1)
-        for o in range(3):
-            weight[o, 2 - o] = 1.0 / std[o]
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", -mean / std)
+        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        return F.conv2d(images.to(torch.float32).permute(0, 3, 1, 2), self.weight, self.bias)
+        rgb = images.to(torch.float32).permute(0, 3, 1, 2).flip(1)
+        return (rgb - self.mean) / self.std
 
 
 class FoldedPreprocess(nn.Module):
@@ -159,6 +158,9 @@ class FoldedPreprocess(nn.Module):
     (1 thread, mobilenet_v2-S 320). Folded, nothing is left but a Cast and a Transpose; the conv's raw 0..255 input
     quantizes exactly (scale 1), and the border of mean values is exactly the eager model's zero padding of the
     normalised image (a zero-padded conv of raw values would be wrong on its border).
+
+    Not for OpenVINO: NNCF moves the input FakeQuantize above the Concat, whose constant inputs then keep OpenVINO's
+    low-precision pass from running the first conv in u8 (it ran f32); with :class:`Preprocess` it runs u8.
     """
 
     def __init__(self, pixel_mean: tuple[float, ...], size: tuple[int, int], padding: tuple[int, int]) -> None:
@@ -358,9 +360,12 @@ class EndToEndDetector(nn.Module):
 
 
 def build_export_model(
-    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE
+    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE, fold_stem: bool = True
 ) -> EndToEndDetector:
     """The export graph of ``model`` (left untouched), in eval mode.
+
+    ``fold_stem``: normalisation folded into the first conv (:class:`FoldedPreprocess`, for onnxruntime) or literal
+    (:class:`Preprocess`, for OpenVINO); both compute the same detections.
 
     PS-RoIAlign is swapped on a copy; with adaptive sampling its grid is bounded statically by the input size
     (proposals are clipped to the image), so the pooled shapes stay static too.
@@ -373,7 +378,7 @@ def build_export_model(
     swapped = swap_modules(model, {PSRoIAlign: factory})
     swapped.eval()
     to_bin_major(swapped)
-    return EndToEndDetector(swapped, method, fold_stem=True).eval()
+    return EndToEndDetector(swapped, method, fold_stem=fold_stem).eval()
 
 
 def to_bin_major(model: LightHeadRCNN) -> bool:

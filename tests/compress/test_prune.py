@@ -104,6 +104,37 @@ def test_pruned_checkpoint_round_trip_with_weights_only(tmp_path, tiny_detector,
         load_checkpoint(unmarked)
 
 
+def test_fc_hidden_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image, rois):
+    """Removing fc hidden units == zeroing their fc rows (ReLU(0) feeds nothing): same logits and deltas; the
+    outputs' input columns follow, config.fc_dim follows, and the checkpoint reloads under weights_only."""
+    from lighthead_edge.compress.prune import fc_hidden_importance, prune_fc_hidden
+
+    keep = torch.tensor([0, 3, 4, 9, 100, 2047])
+    pruned, zeroed = copy.deepcopy(tiny_detector), copy.deepcopy(tiny_detector)
+    prune_fc_hidden(pruned, keep)
+    drop = torch.ones(2048, dtype=torch.bool)
+    drop[keep] = False
+    with torch.no_grad():
+        zeroed.roi_heads.head.fc.weight[drop] = 0
+        zeroed.roi_heads.head.fc.bias[drop] = 0
+    head = pruned.roi_heads.head
+    assert (head.fc.out_features, head.cls_score.in_features, head.bbox_pred.in_features) == (6, 6, 6)
+    assert pruned.config.fc_dim == 6 and tiny_detector.config.fc_dim == 2048
+    thin = _thin(tiny_detector, image)
+    with torch.no_grad():
+        for a, b in zip(pruned.roi_heads(thin, rois), zeroed.roi_heads(thin, rois), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert fc_hidden_importance(tiny_detector).shape == (2048,)
+    both, report = prune_model(tiny_detector, ratio=0.5, fc_ratio=0.75)
+    assert report.widths["fc_dim"] == [2048, 512] and both.config.fc_dim == 512
+    assert report.after[-1].macs < report.before[-1].macs  # the R-CNN stage's MACs shrink with it
+    path = save_checkpoint(tmp_path / "p.pt", both, CLASSES, meta={"pruned": report.to_meta()})
+    loaded, _, _ = load_checkpoint(path)
+    assert loaded.roi_heads.head.fc.weight.shape == (512, 5 * 49)
+    with torch.no_grad():
+        assert torch.equal(both(image)[0]["scores"], loaded(image)[0]["scores"])
+
+
 def test_mobilenet_macs_halve_at_ratio_half():
     torch.manual_seed(0)
     model = build_detector(ModelConfig()).eval()
@@ -156,12 +187,13 @@ def test_cli_prune_with_two_finetune_iterations(cli, tmp_path, tiny_checkpoint, 
     out = tmp_path / "pruned.pt"
     code, stdout, err = cli("prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
         "--val", synth_set["val"], "--finetune-iters", "2", "--batch-size", "2", "--threads", "1", "--distill",
-        "--out", out,
+        "--fc-ratio", "0.5", "--finetune-minutes", "5", "--out", out,
     )  # fmt: skip
     assert code in (0, None), err
     assert "thin_map" in stdout and "val: original AP" in stdout and "pruned + fine-tuned AP" in stdout
+    assert "fc_dim 2048->1024" in stdout
     model, classes, payload = load_checkpoint(out)
-    assert classes == CLASSES and model.config.alpha == 5
+    assert classes == CLASSES and model.config.alpha == 5 and model.config.fc_dim == 1024
     assert payload["meta"]["pruned"]["distill"] and payload["meta"]["pruned"]["macs_reduction"] >= 0.5
     # the resumable state of the fine-tuning run says it is pruned too, so it reloads with the pruned shapes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.last.pt", "pruned.pt"]
@@ -183,12 +215,12 @@ def test_exported_pruned_model_keeps_shapes_and_parity(tmp_path, tiny_detector):
     from lighthead_edge.export.graph import build_export_model, example_input
     from lighthead_edge.export.onnx import export_onnx
 
-    pruned, report = prune_model(tiny_detector, ratio=0.5)
+    pruned, report = prune_model(tiny_detector, ratio=0.5, fc_ratio=0.5)
     path = save_checkpoint(tmp_path / "p.pt", pruned, CLASSES, meta={"pruned": report.to_meta()})
     graph = build_export_model(load_checkpoint(path)[0])
     onnx_model = export_onnx(graph, tmp_path / "p.onnx")
     weights = {t.name: list(t.dims) for t in onnx_model.graph.initializer}
-    assert weights["roi_heads.head.fc.weight"] == [2048, 5 * 49]
+    assert weights["roi_heads.head.fc.weight"] == [1024, 5 * 49]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(tmp_path / "p.onnx"), options, providers=["CPUExecutionProvider"])
