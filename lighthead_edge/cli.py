@@ -206,6 +206,8 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 @click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
 @click.option("--finetune-minutes", default=None, type=float,
               help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out first.")
+@click.option("--thin-ratio", default=None, type=float,
+              help="The thin head's own ratio (C_mid and PS groups) [default: --ratio].")
 @click.option("--fc-ratio", default=0.0, show_default=True,
               help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).")
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
@@ -235,6 +237,7 @@ def prune(**kw) -> None:
     settings = PruneSettings(
         ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
         backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"], fc_ratio=kw["fc_ratio"],
+        thin_ratio=kw["thin_ratio"],
     )  # fmt: skip
     run = prune_checkpoint(kw["model"], kw["out"], train_json=kw["train_json"], val_json=kw["val_json"],
                            settings=settings, train_config=tcfg, log=_echo)  # fmt: skip

@@ -25,6 +25,7 @@ class PruneSettings:
     backbone: bool = True
     thin_head: bool = True
     fc_ratio: float = 0.0  # fraction of the fc-2048's hidden units removed
+    thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
     distill: bool = False
     distill_config: DistillConfig = field(default_factory=DistillConfig)
@@ -78,8 +79,9 @@ def prune_checkpoint(
         torch.set_num_threads(cfg.threads)
     model, classes, _ = load_checkpoint(checkpoint)
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
-                                 importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio)  # fmt: skip
-    log(f"pruned {checkpoint} at ratio {s.ratio}: backbone + thin_map MACs -{report.macs_reduction:.1%}")
+                                 importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,
+                                 thin_ratio=s.thin_ratio)  # fmt: skip
+    log(f"pruned {checkpoint} (widths {report.widths}): backbone + thin_map MACs -{report.macs_reduction:.1%}")
     used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
     metrics: dict[str, dict[str, float]] = {}
     if val_json:

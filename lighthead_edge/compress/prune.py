@@ -69,6 +69,8 @@ class PruneReport:
     after: list[StageCost]
     widths: dict[str, list[int]]
     removed_groups: list[int]
+    thin_ratio: float | None = None  # the thin head's ratio (None: ``ratio``)
+    fc_ratio: float = 0.0
 
     @staticmethod
     def macs_of(rows: list[StageCost], stages: Sequence[str] = PRUNED_STAGES) -> float:
@@ -82,7 +84,8 @@ class PruneReport:
     def to_meta(self) -> dict[str, Any]:
         """Plain values for ``meta["pruned"]`` of a checkpoint (``weights_only`` loading can read them)."""
         return {
-            "ratio": self.ratio, "importance": self.importance, "round_to": self.round_to,
+            "ratio": self.ratio, "thin_ratio": self.thin_ratio, "fc_ratio": self.fc_ratio,
+            "importance": self.importance, "round_to": self.round_to,
             "widths": {k: list(v) for k, v in self.widths.items()}, "removed_groups": list(self.removed_groups),
             "macs_reduction": self.macs_reduction,
             "stages_before": [dataclasses.asdict(r) for r in self.before],
@@ -101,7 +104,9 @@ class PruneReport:
         lines.append(f"{'total':<10} {params_b:>14,} {params_a:>12,} {total_b / 1e9:>13.3f} {total_a / 1e9:>8.3f} "
                      f"{total_a / max(total_b, 1.0):>6.1%}")  # fmt: skip
         widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in self.widths.items())
-        lines.append(f"backbone + thin_map MACs -{self.macs_reduction:.1%} at ratio {self.ratio} ({self.importance}); "
+        ratios = f"ratio {self.ratio}" + (f", thin head {self.thin_ratio}" if self.thin_ratio is not None else "")
+        ratios += f", fc {self.fc_ratio}" if self.fc_ratio else ""
+        lines.append(f"backbone + thin_map MACs -{self.macs_reduction:.1%} at {ratios} ({self.importance}); "
                      f"{widths}; removed PS groups {self.removed_groups}")  # fmt: skip
         return "\n".join(lines)
 
@@ -115,6 +120,7 @@ def prune_model(
     importance: Importance | str = Importance.L1,
     round_to: int | None = 8,
     fc_ratio: float = 0.0,
+    thin_ratio: float | None = None,
 ) -> tuple[LightHeadRCNN, PruneReport]:
     """Prune a copy of ``model`` (left untouched) -> (pruned model in eval mode, report).
 
@@ -126,11 +132,16 @@ def prune_model(
         round_to: kept channel counts are rounded up to a multiple of this (SIMD-friendly widths); not applied to
             alpha, whose unit is already a whole p*p group.
         fc_ratio: fraction of the fc's hidden units removed (0: the fc-2048 keeps its width).
+        thin_ratio: the thin head's own ratio (C_mid and alpha), when it should differ from the backbone's ``ratio``
+            (None: the same). The thin map is as costly as the backbone but has no ImageNet features to lose.
     """
+    thin_ratio = ratio if thin_ratio is None else thin_ratio
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--ratio must be in [0, 1), got {ratio}")
     if not 0.0 <= fc_ratio < 1.0:
         raise ConfigError(f"--fc-ratio must be in [0, 1), got {fc_ratio}")
+    if not 0.0 <= thin_ratio < 1.0:
+        raise ConfigError(f"--thin-ratio must be in [0, 1), got {thin_ratio}")
     try:
         importance = Importance(importance)
     except ValueError:
@@ -140,14 +151,14 @@ def prune_model(
     removed: list[int] = []
     if backbone and ratio > 0:
         prune_backbone(pruned, ratio=ratio, importance=importance, round_to=round_to)
-    if thin_head and ratio > 0:
+    if thin_head and thin_ratio > 0:
         p = 2 if importance is Importance.L2 else 1
         for branch, (first, second) in BRANCHES.items():
             scores = mid_importance(getattr(pruned.thin_head, first), getattr(pruned.thin_head, second), p=p)
-            keep = _top(scores, _keep_count(scores.numel(), ratio, round_to))
+            keep = _top(scores, _keep_count(scores.numel(), thin_ratio, round_to))
             prune_branch_mid(pruned.thin_head, branch, keep)
         scores = ps_group_importance(pruned, p=p)
-        n_remove = min(int(scores.numel() * ratio), scores.numel() - 1)
+        n_remove = min(int(scores.numel() * thin_ratio), scores.numel() - 1)
         removed = sorted(scores.topk(n_remove, largest=False).indices.tolist())
         remove_ps_groups(pruned, removed)
     if fc_ratio > 0:
@@ -156,7 +167,7 @@ def prune_model(
     after = _widths(pruned)
     report = PruneReport(
         ratio, importance.value, round_to, before, stage_costs(pruned),
-        {k: [widths[k], after[k]] for k in widths}, removed,
+        {k: [widths[k], after[k]] for k in widths}, removed, thin_ratio, fc_ratio,
     )  # fmt: skip
     return pruned, report
 
