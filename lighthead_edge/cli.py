@@ -204,12 +204,21 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 @click.option("--val", "val_json", default=None, help="Validation COCO json: AP before and after pruning.")
 @click.option("--finetune-epochs", default=None, type=int, help="Fine-tuning epochs [default: 3; 0 skips it].")
 @click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
-@click.option("--finetune-minutes", default=None, type=float,
-              help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out first.")
-@click.option("--thin-ratio", default=None, type=float,
-              help="The thin head's own ratio (C_mid and PS groups) [default: --ratio].")
-@click.option("--fc-ratio", default=0.0, show_default=True,
-              help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).")
+@click.option(
+    "--finetune-minutes",
+    default=None,
+    type=float,
+    help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out first.",
+)
+@click.option(
+    "--thin-ratio", default=None, type=float, help="The thin head's own ratio (C_mid and PS groups) [default: --ratio]."
+)
+@click.option(
+    "--fc-ratio",
+    default=0.0,
+    show_default=True,
+    help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).",
+)
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")

@@ -109,8 +109,10 @@ def _pruning_line(source: Path) -> str:
 
     meta = (read_checkpoint(source).get("meta") or {}).get("pruned") or {}
     widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in meta.get("widths", {}).items())
-    return (f"pruned rows: {source} (ratio {meta.get('ratio')}; {widths}); backbone + thin-map MACs "
-            f"-{100 * meta.get('macs_reduction', 0.0):.1f}%")
+    return (
+        f"pruned rows: {source} (ratio {meta.get('ratio')}; {widths}); backbone + thin-map MACs "
+        f"-{100 * meta.get('macs_reduction', 0.0):.1f}%"
+    )
 
 
 def _input_size(checkpoint: Path) -> tuple[int, int]:

@@ -422,7 +422,9 @@ class PSRoIAlignExport(nn.Module):
             grid, _ = coords(rois, input, self.geometry)  # the weights are unused, and dropped from the graph
             return _grid_sample_pool_uniform(input, grid, rois.shape[0], self.geometry, self.bin_major)
         if self.bin_major:
-            raise ValueError("a bin-major PSRoIAlignExport needs the uniform path (one image, clipped RoIs, fixed grid)")
+            raise ValueError(
+                "a bin-major PSRoIAlignExport needs the uniform path (one image, clipped RoIs, fixed grid)"
+            )
         return _run(input, rois, self.geometry, self.method, coords, weighted_sum)
 
     def extra_repr(self) -> str:

@@ -135,6 +135,17 @@ def test_fc_hidden_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image, 
         assert torch.equal(both(image)[0]["scores"], loaded(image)[0]["scores"])
 
 
+def test_thin_head_ratio_is_its_own(tiny_detector):
+    pruned, report = prune_model(tiny_detector, ratio=0.25, thin_ratio=0.5)
+    assert report.widths["backbone_out"] == [64, 48]
+    assert report.widths["mid_a"] == [64, 32] and report.widths["alpha"] == [10, 5]
+    assert report.to_meta()["thin_ratio"] == 0.5 and "thin head 0.5" in report.format()
+    only_head, report = prune_model(tiny_detector, ratio=0.0, thin_ratio=0.3)
+    assert report.widths["backbone_out"] == [64, 64] and report.widths["alpha"] == [10, 7]
+    with pytest.raises(ConfigError, match="thin-ratio"):
+        prune_model(tiny_detector, ratio=0.5, thin_ratio=1.0)
+
+
 def test_mobilenet_macs_halve_at_ratio_half():
     torch.manual_seed(0)
     model = build_detector(ModelConfig()).eval()
