@@ -219,6 +219,8 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
     show_default=True,
     help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).",
 )
+@click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
+              help="Fine-tuning augmentation, as for train (aerial: flips, quarter turns, colour).")  # fmt: skip
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")
@@ -242,6 +244,7 @@ def prune(**kw) -> None:
     tcfg = TrainConfig(
         epochs=3 if epochs is None else epochs, iters=iters, lr=kw["lr"], batch_size=kw["batch_size"],
         warmup_iters=50, threads=kw["threads"], seed=kw["seed"], max_minutes=kw["finetune_minutes"],
+        augment=kw["augment"],
     )  # fmt: skip
     settings = PruneSettings(
         ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
