@@ -281,7 +281,7 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
         keep = backend is Backend.ONNXRUNTIME
         path = root / ("model.onnx" if keep else f".{method}.onnx")
         log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
-        graph = build_export_model(model, method=method, fold_stem=keep)
+        graph = build_export_model(model, method=method, engine=backend.value)
         export_onnx(graph, path, opset=settings.opset, metadata=meta)
         onnx_files[backend] = path
     entries = []

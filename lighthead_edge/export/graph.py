@@ -36,6 +36,7 @@ Note:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from functools import partial
@@ -360,23 +361,29 @@ class EndToEndDetector(nn.Module):
 
 
 def build_export_model(
-    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE, fold_stem: bool = True
+    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE, engine: str = "onnxruntime"
 ) -> EndToEndDetector:
     """The export graph of ``model`` (left untouched), in eval mode.
 
-    ``fold_stem``: normalisation folded into the first conv (:class:`FoldedPreprocess`, for onnxruntime) or literal
-    (:class:`Preprocess`, for OpenVINO); both compute the same detections.
+    ``engine``: the graph's form is tuned for it (both compute the same detections). "onnxruntime": normalisation
+    folded into the first conv (:class:`FoldedPreprocess`), RoI sample grid built by Expand + Concat; "openvino":
+    literal normalisation (:class:`Preprocess`), grid built by broadcasting. Each is what that engine ran fastest.
 
     PS-RoIAlign is swapped on a copy; with adaptive sampling its grid is bounded statically by the input size
     (proposals are clipped to the image), so the pooled shapes stay static too.
     """
     method = PSRoIAlignMethod(method)
+    if engine not in ("onnxruntime", "openvino"):
+        raise ValueError(f"engine must be 'onnxruntime' or 'openvino', got {engine!r}")
+    fold_stem = engine == "onnxruntime"
     c = model.config
     max_grid = max_adaptive_grid(c.input_size, c.pool_size, 1.0 / c.stride) if c.sampling_ratio <= 0 else None
     # one image, proposals clipped to it: the pooler may use its uniform-weight fast path
     factory = partial(PSRoIAlignExport.from_module, method=method, max_grid=max_grid, rois_inside_single_image=True)
     swapped = swap_modules(model, {PSRoIAlign: factory})
     swapped.eval()
+    pooler = swapped.roi_heads.pooler
+    pooler.geometry = dataclasses.replace(pooler.geometry, grid_by_broadcast=not fold_stem)
     to_bin_major(swapped)
     return EndToEndDetector(swapped, method, fold_stem=fold_stem).eval()
 
@@ -386,7 +393,9 @@ def to_bin_major(model: LightHeadRCNN) -> bool:
     order, so that the pooler regroups it for GridSample with a Reshape instead of a Transpose -> whether it did.
 
     Both summed branches' last convs (row_a, col_b) get their output channels permuted the same way; the ReLU after
-    the sum is per channel. Exact: the pooled output, and so the fc, are unchanged. Only for the uniform pooler path.
+    the sum is per channel. The pooler then returns its bins channels-last ([K, ph, pw, C_out]), so the fc's input
+    columns get the same permutation. Exact: the fc sees the same features in a matching order. Only for the
+    uniform pooler path.
     """
     pooler, thin = model.roi_heads.pooler, model.thin_head
     if not isinstance(pooler, PSRoIAlignExport) or not pooler.uniform:
@@ -398,6 +407,8 @@ def to_bin_major(model: LightHeadRCNN) -> bool:
             conv.weight.copy_(conv.weight[order])
             if conv.bias is not None:
                 conv.bias.copy_(conv.bias[order])
+        fc = model.roi_heads.head.fc
+        fc.weight.copy_(fc.weight[:, order])
     pooler.bin_major = True
     return True
 

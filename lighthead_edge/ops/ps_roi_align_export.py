@@ -76,12 +76,16 @@ class PSRoIAlignMethod(str, Enum):
 
 @dataclass(frozen=True)
 class PoolGeometry:
-    """What the pooling needs besides its inputs; ``max_grid`` is a static (G_h, G_w) bound on the adaptive grid."""
+    """What the pooling needs besides its inputs; ``max_grid`` is a static (G_h, G_w) bound on the adaptive grid.
+
+    ``grid_by_broadcast`` only changes the graph's form (see :func:`_grid_sample_coords`), not its values.
+    """
 
     output_size: tuple[int, int]
     spatial_scale: float
     sampling_ratio: int
     max_grid: tuple[int, int] | None = None
+    grid_by_broadcast: bool = False
 
     @classmethod
     def of(
@@ -260,10 +264,19 @@ def _grid_sample_coords(boxes: Tensor, input: Tensor, geo: PoolGeometry) -> tupl
     gh, gw = s.y.coord.shape[-1], s.x.coord.shape[-1]
     # pixel c sits at normalized (2c + 1) / size - 1; coordinates are already clamped into the map, so GridSample's
     # zero padding is never mixed in (except with a float-rounding weight of ~1e-7 right at the border)
-    gy = ((2.0 * s.y.coord + 1.0) / h - 1.0)[:, :, None, :, None].expand(-1, ph, pw, gh, gw)
-    gx = ((2.0 * s.x.coord + 1.0) / w - 1.0)[:, None, :, None, :].expand(-1, ph, pw, gh, gw)
-    grid = torch.stack([gx, gy], dim=-1).permute(1, 2, 0, 3, 4, 5)  # [ph, pw, K, G_h, G_w, 2]
-    grid = grid.reshape(1, ph * pw, -1, 1, 2).expand(n, -1, -1, -1, -1).reshape(-1, grid.shape[2] * gh * gw, 1, 2)
+    # built directly in [ph, pw, K, G_h, G_w, 2] order: only the small per-axis tensors are permuted. The (x, y)
+    # pairs come from Expand + Concat, or with geo.grid_by_broadcast from x * (1, 0) + y * (0, 1) (exact): OpenVINO
+    # ran the Concat on a last axis of 1 with reference kernels (0.4 of 4.5 ms, pruned INT8 model, 2 threads), while
+    # onnxruntime runs the broadcast over a last axis of 2 slowly (0.43 against 0.17 ms for the grid alone)
+    k = s.y.coord.shape[0]
+    gy = ((2.0 * s.y.coord + 1.0) / h - 1.0).permute(1, 0, 2)[:, None, :, :, None]  # [ph, 1, K, G_h, 1]
+    gx = ((2.0 * s.x.coord + 1.0) / w - 1.0).permute(1, 0, 2)[None, :, :, None, :]  # [1, pw, K, 1, G_w]
+    if geo.grid_by_broadcast:
+        unit = torch.eye(2, dtype=gx.dtype, device=gx.device)
+        grid = gx[..., None] * unit[0] + gy[..., None] * unit[1]  # [ph, pw, K, G_h, G_w, 2]
+    else:
+        grid = torch.stack([gx.expand(ph, pw, k, gh, gw), gy.expand(ph, pw, k, gh, gw)], dim=-1)
+    grid = grid.reshape(1, ph * pw, -1, 1, 2).expand(n, -1, -1, -1, -1).reshape(-1, k * gh * gw, 1, 2)
     weight = s.y.weight[:, :, None, :, None] * s.x.weight[:, None, :, None, :] / s.count.reshape(-1, 1, 1, 1, 1)
     weight = weight.permute(1, 2, 0, 3, 4).reshape(1, ph * pw, 1, weight.shape[0], -1)  # [1, P, 1, K, S]
     # GridSample reads every RoI on every image; the one-hot keeps only RoI k's own image
@@ -300,7 +313,10 @@ def _grid_sample_pool_uniform(
     over [P, C_out, K, S] values, about half of the op's time in the detector graph.
 
     ``bin_major``: the map's channels are ordered (bin, group), channel ``b * C_out + g``, instead of the reference
-    (group, bin) order; then the regrouping for GridSample is a free Reshape instead of a Transpose of the map.
+    (group, bin) order; then the regrouping for GridSample is a free Reshape instead of a Transpose of the map, and
+    the result is Tensor[K, ph, pw, C_out] (channels last): bringing K to the front is then a plain 2-D transpose of
+    [P * C_out, K], which OpenVINO ran with a fast kernel, where the 3-D permutation to [K, C_out, P] took a slow
+    reference one in INT8 (0.35 ms of 4.8, pruned model, 2 threads). The consumer reorders its inputs to match.
     """
     ph, pw = geo.output_size
     _, c, h, w = input.shape
@@ -310,6 +326,8 @@ def _grid_sample_pool_uniform(
         maps = input.reshape(1, -1, ph * pw, h, w).transpose(1, 2).reshape(-1, c // (ph * pw), h, w)
     values = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     pooled = values.reshape(ph * pw, c // (ph * pw), k, -1).mean(dim=3)  # [P, C_out, K]
+    if bin_major:
+        return pooled.reshape(ph * pw * (c // (ph * pw)), k).t().reshape(k, ph, pw, -1)
     return pooled.permute(2, 1, 0).reshape(k, -1, ph, pw)
 
 
@@ -398,7 +416,8 @@ class PSRoIAlignExport(nn.Module):
         # a promise of the caller (the detector graph: one image, proposals clipped to it) that allows the uniform
         # mean; it is only used where it is exact: grid_sample with a fixed sampling ratio
         self.uniform = rois_inside_single_image and self.method is PSRoIAlignMethod.GRID_SAMPLE and sampling_ratio > 0
-        # set by :func:`to_bin_major` after reordering the channels of the map's producer; uniform path only
+        # set by :func:`~lighthead_edge.export.graph.to_bin_major` after reordering the channels of the map's producer
+        # and the fc's input columns; uniform path only; the output is then Tensor[K, ph, pw, C_out]
         self.bin_major = False
         self.add_module(COORDS_SCOPE, _Scope(_METHODS[self.method][0]))
         self.add_module(WEIGHTED_SUM_SCOPE, _Scope(_weighted_sum))

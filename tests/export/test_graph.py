@@ -52,10 +52,13 @@ def _to_uint8_bgr(image: torch.Tensor) -> torch.Tensor:
     return image.permute(1, 2, 0).flip(-1).round().to(torch.uint8)[None].contiguous()
 
 
-@pytest.mark.parametrize("method", ["grid_sample", "gather"])
-def test_graph_equals_the_eager_model(assets, eager, method) -> None:
+@pytest.mark.parametrize(
+    ("method", "engine"), [("grid_sample", "onnxruntime"), ("grid_sample", "openvino"), ("gather", "onnxruntime")]
+)
+def test_graph_equals_the_eager_model(assets, eager, method, engine) -> None:
+    """Each engine's form of the graph (folded stem / grid by broadcasting) gives the eager detections."""
     model, _ = eager
-    graph = build_export_model(model, method=method)
+    graph = build_export_model(model, method=method, engine=engine)
     assert isinstance(graph.roi_heads.pooler, PSRoIAlignExport)
     assert isinstance(model.roi_heads.pooler, PSRoIAlign)  # swapped on a copy
     dataset = CocoDetection(assets.val_json, input_size=model.config.input_size)
@@ -258,4 +261,11 @@ def test_bin_major_thin_map_pools_the_same() -> None:
     with torch.no_grad():
         expected = model.roi_heads.pooler(model.thin_head(features), rois)
         pooled = graph.roi_heads.pooler(graph.thin_head(features), rois)
-    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
+        head, expected_head = (
+            graph.roi_heads(graph.thin_head(features), rois),
+            model.roi_heads(model.thin_head(features), rois),
+        )
+    assert pooled.shape == (2, 7, 7, 10)  # channels last
+    torch.testing.assert_close(pooled.permute(0, 3, 1, 2), expected, atol=1e-5, rtol=1e-5)
+    for a, b in zip(head, expected_head, strict=True):  # the fc's columns follow the order
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
