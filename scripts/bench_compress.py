@@ -109,6 +109,9 @@ def _pruning_line(source: Path) -> str:
 
     meta = (read_checkpoint(source).get("meta") or {}).get("pruned") or {}
     widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in meta.get("widths", {}).items())
+    if "cumulative_macs_reduction" in meta:  # pruned more than once: against the first, unpruned model
+        meta = {**meta, "macs_reduction": meta["cumulative_macs_reduction"]}
+        widths += " (the last of several prunings)"
     return (
         f"pruned rows: {source} (ratio {meta.get('ratio')}; {widths}); backbone + thin-map MACs "
         f"-{100 * meta.get('macs_reduction', 0.0):.1f}%"

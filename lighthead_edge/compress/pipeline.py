@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lighthead_edge.compress.distill import DistillConfig
-from lighthead_edge.compress.prune import Importance, PruneReport, prune_model
+from lighthead_edge.compress.prune import PRUNED_STAGES, Importance, PruneReport, prune_model
 from lighthead_edge.config import TrainConfig
 from lighthead_edge.modeling.pruned import PRUNED_META_KEY
 
@@ -49,6 +49,20 @@ class PruneRun:
         return "val: " + "; ".join(parts) if parts else "val: not measured (no --val)"
 
 
+def _lineage(payload: dict, report: PruneReport) -> dict:
+    """For a checkpoint that was pruned before (iterative pruning): its pruning record under ``previous``, and
+    ``cumulative_macs_reduction`` of backbone + thin map against the first, unpruned model. {} otherwise."""
+    previous = (payload.get("meta") or {}).get(PRUNED_META_KEY)
+    if not isinstance(previous, dict) or not previous.get("stages_before"):
+        return {}
+    first = previous
+    while isinstance(first.get("previous"), dict):
+        first = first["previous"]
+    before = sum(r["macs"] for r in first["stages_before"] if r["stage"] in PRUNED_STAGES)
+    after = PruneReport.macs_of(report.after)
+    return {"previous": previous, "cumulative_macs_reduction": 1.0 - after / before}
+
+
 def _no_training(cfg: TrainConfig) -> bool:
     return (cfg.iters if cfg.iters is not None else cfg.epochs) <= 0
 
@@ -77,17 +91,22 @@ def prune_checkpoint(
     s, cfg = settings or PruneSettings(), train_config or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model, classes, _ = load_checkpoint(checkpoint)
+    model, classes, payload = load_checkpoint(checkpoint)
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
                                  importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,
                                  thin_ratio=s.thin_ratio)  # fmt: skip
     log(f"pruned {checkpoint} (widths {report.widths}): backbone + thin_map MACs -{report.macs_reduction:.1%}")
+    lineage = _lineage(payload, report)
+    if "previous" in lineage:
+        log(
+            f"pruned twice: backbone + thin_map MACs -{lineage['cumulative_macs_reduction']:.1%} against the unpruned model"
+        )
     used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
     metrics: dict[str, dict[str, float]] = {}
     if val_json:
         for name, net in (("original", model), ("pruned", pruned)):
             metrics[name] = evaluate_model(net, val_json, batch_size=cfg.batch_size, progress=progress_bar)
-    meta = {**report.to_meta(), "source": str(checkpoint), "bn_batches": used, "distill": s.distill}
+    meta = {**report.to_meta(), **lineage, "source": str(checkpoint), "bn_batches": used, "distill": s.distill}
     if _no_training(cfg):
         save_checkpoint(out, pruned, classes, meta={"val": metrics.get("pruned", {}), PRUNED_META_KEY: meta})
     else:

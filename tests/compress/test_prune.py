@@ -250,3 +250,25 @@ def _detection_rows(boxes, scores, labels, n: int) -> torch.Tensor:
     """Tensor[n, 6]: (box, score, label) of the first n detections of an exported graph's outputs."""
     columns = [boxes[:n], scores[:n, None], labels[:n, None]]
     return torch.cat([torch.as_tensor(c).double() for c in columns], dim=1)
+
+
+def test_pruning_a_pruned_checkpoint_records_the_cumulative_reduction(tmp_path, tiny_checkpoint, synth_set):
+    """Iterative pruning: the second checkpoint keeps the first's record and its MACs cut against the unpruned model
+    (which is larger than either step's own), and still reloads under weights_only."""
+    from lighthead_edge.compress.pipeline import PruneSettings, prune_checkpoint
+    from lighthead_edge.config import TrainConfig
+
+    no_tuning = TrainConfig(epochs=0, threads=1)
+    first = prune_checkpoint(tiny_checkpoint, tmp_path / "p1.pt", train_json=synth_set["train"],
+                             settings=PruneSettings(ratio=0.25, bn_batches=1), train_config=no_tuning,
+                             progress_bar=False, log=lambda m: None)  # fmt: skip
+    second = prune_checkpoint(tmp_path / "p1.pt", tmp_path / "p2.pt", train_json=synth_set["train"],
+                              settings=PruneSettings(ratio=0.25, fc_ratio=0.5, bn_batches=1),
+                              train_config=no_tuning, progress_bar=False, log=lambda m: None)  # fmt: skip
+    meta = torch.load(tmp_path / "p2.pt", weights_only=True)["meta"]["pruned"]
+    assert meta["previous"]["widths"]["alpha"] == [10, 8] and meta["widths"]["alpha"] == [8, 6]
+    cumulative = meta["cumulative_macs_reduction"]
+    assert cumulative > max(first.report.macs_reduction, second.report.macs_reduction)
+    assert 1 - cumulative == pytest.approx((1 - first.report.macs_reduction) * (1 - second.report.macs_reduction))
+    assert "cumulative_macs_reduction" not in torch.load(tmp_path / "p1.pt", weights_only=True)["meta"]["pruned"]
+    assert load_checkpoint(tmp_path / "p2.pt")[0].config.alpha == 6
