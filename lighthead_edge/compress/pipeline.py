@@ -98,9 +98,8 @@ def prune_checkpoint(
     log(f"pruned {checkpoint} (widths {report.widths}): backbone + thin_map MACs -{report.macs_reduction:.1%}")
     lineage = _lineage(payload, report)
     if "previous" in lineage:
-        log(
-            f"pruned twice: backbone + thin_map MACs -{lineage['cumulative_macs_reduction']:.1%} against the unpruned model"
-        )
+        total = lineage["cumulative_macs_reduction"]
+        log(f"pruned again: backbone + thin_map MACs -{total:.1%} against the unpruned model")
     used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
     metrics: dict[str, dict[str, float]] = {}
     if val_json:
