@@ -247,20 +247,26 @@ def ps_group_importance(model: LightHeadRCNN, p: int = 1) -> Tensor:
     return (produced * _channel_norms(fc.weight, 1, p)).view(-1, model.config.pool_size**2).sum(dim=1)
 
 
-def _slice_conv(conv: nn.Conv2d, out_idx: Tensor | None = None, in_idx: Tensor | None = None) -> nn.Conv2d:
-    """A copy of a groups=1 conv keeping output channels ``out_idx`` and input channels ``in_idx`` (None: all)."""
-    weight = conv.weight.detach()
+def _sliced(layer: nn.Conv2d | nn.Linear, out_idx: Tensor | None, in_idx: Tensor | None, build) -> nn.Module:
+    """A copy of a groups=1 conv or a linear layer keeping outputs ``out_idx`` and inputs ``in_idx`` (None: all);
+    ``build(weight)`` makes the empty layer of the sliced weight's shape."""
+    weight = layer.weight.detach()
     weight = weight if out_idx is None else weight[out_idx]
     weight = weight if in_idx is None else weight[:, in_idx]
-    new = nn.Conv2d(
-        weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
-        conv.bias is not None, conv.padding_mode, device=weight.device, dtype=weight.dtype,
-    )  # fmt: skip
+    new = build(weight)
     with torch.no_grad():
         new.weight.copy_(weight)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias if out_idx is None else conv.bias[out_idx])
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias if out_idx is None else layer.bias[out_idx])
     return new
+
+
+def _slice_conv(conv: nn.Conv2d, out_idx: Tensor | None = None, in_idx: Tensor | None = None) -> nn.Conv2d:
+    """A copy of a groups=1 conv keeping output channels ``out_idx`` and input channels ``in_idx`` (None: all)."""
+    return _sliced(conv, out_idx, in_idx, lambda w: nn.Conv2d(
+        w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
+        conv.bias is not None, conv.padding_mode, device=w.device, dtype=w.dtype,
+    ))  # fmt: skip
 
 
 def prune_branch_mid(head: LargeSeparableConv, branch: str, keep: Tensor) -> None:
@@ -304,15 +310,9 @@ def fc_hidden_importance(model: LightHeadRCNN, p: int = 1) -> Tensor:
 
 
 def _slice_linear(linear: nn.Linear, out_idx: Tensor | None = None, in_idx: Tensor | None = None) -> nn.Linear:
-    weight = linear.weight.detach()
-    weight = weight if out_idx is None else weight[out_idx]
-    weight = weight if in_idx is None else weight[:, in_idx]
-    new = nn.Linear(weight.shape[1], weight.shape[0], linear.bias is not None, weight.device, weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if linear.bias is not None:
-            new.bias.copy_(linear.bias if out_idx is None else linear.bias[out_idx])
-    return new
+    """A copy of a linear layer keeping outputs ``out_idx`` and inputs ``in_idx`` (None: all)."""
+    return _sliced(linear, out_idx, in_idx,
+                   lambda w: nn.Linear(w.shape[1], w.shape[0], linear.bias is not None, w.device, w.dtype))  # fmt: skip
 
 
 def prune_fc_hidden(model: LightHeadRCNN, keep: Tensor) -> None:
