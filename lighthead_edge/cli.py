@@ -70,6 +70,8 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, ove
 @click.option("--anchor-scales", default="2,4,8,16,32", show_default=True, help="Anchor sizes in units of the stride.")
 @click.option("--pretrained", default=None, help="Backbone weights file, or 'imagenet' (fetched once, cached).")
 @click.option("--init", "init_checkpoint", default=None, help="Fine-tune from this model.pt.")
+@click.option("--distill-from", "teacher_checkpoint", default=None,
+              help="Distil from this model.pt while fine-tuning --init (a pruned model's original).")  # fmt: skip
 @click.option("--epochs", default=12, show_default=True)
 @click.option("--iters", default=None, type=int, help="Train for this many iterations instead of epochs.")
 @click.option("--batch-size", default=4, show_default=True)
@@ -100,6 +102,9 @@ def train(**kw) -> None:
     if kw["init_checkpoint"]:
         init_model, init_classes, payload = load_checkpoint(kw["init_checkpoint"])
         init_meta = payload.get("meta", {})
+    extra_loss = None
+    if kw["teacher_checkpoint"]:
+        extra_loss = _teacher_loss(kw["teacher_checkpoint"], init_model, init_classes)
     size = kw["input_size"]
     try:
         scales = tuple(float(v) for v in kw["anchor_scales"].split(","))
@@ -109,15 +114,33 @@ def train(**kw) -> None:
         backbone=kw["backbone"], head_size=kw["head_size"], input_size=(size, size), anchor_scales=scales
     )
     pretrained = resolve_pretrained(kw["pretrained"], mcfg.backbone) if kw["pretrained"] else None
-    result = run_training(
-        train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
-        pretrained=pretrained, init_model=init_model, init_classes=init_classes, init_meta=init_meta,
-        resume=kw["resume"],
-    )  # fmt: skip
+    try:
+        result = run_training(
+            train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
+            pretrained=pretrained, init_model=init_model, init_classes=init_classes, init_meta=init_meta,
+            resume=kw["resume"], extra_loss=extra_loss,
+        )  # fmt: skip
+    finally:
+        if extra_loss is not None:
+            extra_loss.close()
     from lighthead_edge.evaluate import format_metrics
 
     best = format_metrics(result.best_metrics) if result.best_metrics else "no validation"
     click.echo(f"saved {result.checkpoint}  ({best}; {result.seconds / 60:.1f} min)")
+
+
+def _teacher_loss(teacher_checkpoint: str, student, student_classes):
+    """The distillation loss of ``train --distill-from``: the teacher's RoI logits and deltas (``RoIDistiller``)."""
+    from lighthead_edge.compress.distill import RoIDistiller
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    if student is None:
+        raise ConfigError("--distill-from needs --init: it distils into a model being fine-tuned")
+    teacher, teacher_classes, _ = load_checkpoint(teacher_checkpoint)
+    if list(teacher_classes) != list(student_classes):
+        raise ConfigError(f"--distill-from {teacher_checkpoint} has classes {teacher_classes}, "
+                          f"--init has {student_classes}")  # fmt: skip
+    return RoIDistiller(teacher, student)
 
 
 # ----------------------------------------------------------------------------------------------------- eval, info

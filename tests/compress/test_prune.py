@@ -272,3 +272,40 @@ def test_pruning_a_pruned_checkpoint_records_the_cumulative_reduction(tmp_path, 
     assert 1 - cumulative == pytest.approx((1 - first.report.macs_reduction) * (1 - second.report.macs_reduction))
     assert "cumulative_macs_reduction" not in torch.load(tmp_path / "p1.pt", weights_only=True)["meta"]["pruned"]
     assert load_checkpoint(tmp_path / "p2.pt")[0].config.alpha == 6
+
+
+def test_cli_train_distills_a_pruned_model_from_its_original(cli, tmp_path, tiny_checkpoint, synth_set, monkeypatch):
+    """``train --init pruned.pt --distill-from original.pt``: the fine-tuning steps carry the distillation loss, and the
+    result keeps the pruned shapes."""
+    pruned = tmp_path / "pruned.pt"
+    code, _, err = cli("prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
+                       "--finetune-epochs", "0", "--out", pruned)  # fmt: skip
+    assert code in (0, None), err
+    calls = []
+    original_call = RoIDistiller.__call__
+
+    def spy(self, model, images, targets):
+        losses = original_call(self, model, images, targets)
+        calls.append({k: float(v.detach()) for k, v in losses.items()})
+        return losses
+
+    monkeypatch.setattr(RoIDistiller, "__call__", spy)
+    out = tmp_path / "tuned.pt"
+    code, _, err = cli("train", "--data", synth_set["train"], "--init", pruned, "--distill-from", tiny_checkpoint,
+                       "--iters", "2", "--batch-size", "2", "--threads", "1", "--out", out)  # fmt: skip
+    assert code in (0, None), err
+    assert len(calls) == 2 and all(c["loss_distill_cls"] > 0 and c["loss_distill_box"] >= 0 for c in calls)
+    model, classes, payload = load_checkpoint(out)
+    assert classes == CLASSES and model.config.alpha == 5 and "pruned" in payload["meta"]
+
+
+def test_cli_train_distill_needs_init_and_the_same_classes(cli, tmp_path, tiny_detector, tiny_checkpoint, synth_set):
+    code, _, err = cli("train", "--data", synth_set["train"], "--distill-from", tiny_checkpoint, "--out",
+                       tmp_path / "m.pt")  # fmt: skip
+    assert code == ConfigError.exit_code
+    assert err.strip() == "error: --distill-from needs --init: it distils into a model being fine-tuned"
+    other = save_checkpoint(tmp_path / "other.pt", tiny_detector, ["a", "b", "c", "d"])
+    code, _, err = cli("train", "--data", synth_set["train"], "--init", tiny_checkpoint, "--distill-from", other,
+                       "--out", tmp_path / "m.pt")  # fmt: skip
+    assert code == ConfigError.exit_code and "has classes ['a', 'b', 'c', 'd'], --init has" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
