@@ -97,24 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {write_report(out, report)}")
     print((out / "report.md").read_text())
     if args.pruned:
-        print(_pruning_line(Path(args.pruned)))
+        print(_pruning_line(Path(args.pruned), checkpoint))
     elif pruned is not None:
         print(f"pruned rows: pruned in this run at ratio {args.prune}, {args.finetune_epochs} fine-tuning epoch(s)")
     return 0
 
 
-def _pruning_line(source: Path) -> str:
-    """What the pruned rows are: widths and the backbone + thin-map MAC reduction, from the checkpoint's marker."""
-    from lighthead_edge.modeling.checkpoint import read_checkpoint
+def _pruning_line(source: Path, original: Path) -> str:
+    """What the pruned rows are: the widths from the checkpoint's marker, and the backbone + thin-map MAC reduction
+    measured on the two models themselves (right however many times ``source`` was pruned)."""
+    from lighthead_edge.compress.prune import PruneReport
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+    from lighthead_edge.modeling.summary import stage_costs
 
-    meta = (read_checkpoint(source).get("meta") or {}).get("pruned") or {}
+    pruned_model, _, payload = load_checkpoint(source)
+    meta = (payload.get("meta") or {}).get("pruned") or {}
     widths = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in meta.get("widths", {}).items())
-    if "cumulative_macs_reduction" in meta:  # pruned more than once: against the first, unpruned model
-        meta = {**meta, "macs_reduction": meta["cumulative_macs_reduction"]}
+    if isinstance(meta.get("previous"), dict):
         widths += " (the last of several prunings)"
+    before = PruneReport.macs_of(stage_costs(load_checkpoint(original)[0]))
+    after = PruneReport.macs_of(stage_costs(pruned_model))
     return (
         f"pruned rows: {source} (ratio {meta.get('ratio')}; {widths}); backbone + thin-map MACs "
-        f"-{100 * meta.get('macs_reduction', 0.0):.1f}%"
+        f"-{100 * (1 - after / before):.1f}% against {original.name}"
     )
 
 
