@@ -24,6 +24,7 @@ from pathlib import Path
 from lighthead_edge.compress.bench import BenchSettings, measure_torch
 from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
 from lighthead_edge.compress.report import add_ratios, write_report
+from lighthead_edge.export.bundle import _host
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, row in table.items():
         row["ratios"]["vs_torch"] = add_ratios({key: results[key], **{"torch/fp32": results["torch/fp32"]}}, threads,
                                                "torch/fp32")[key]["ratios"].get("latency_p50")  # fmt: skip
-    report = {"model": checkpoint.name, "threads": threads, "val_data": bench.val_json, "results": table,
-              "quantization": plain.quantization}  # fmt: skip
+    report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": bench.val_json,
+              "results": table, "quantization": plain.quantization}  # fmt: skip
     print(f"report: {write_report(out, report)}")
     print((out / "report.md").read_text())
     if args.pruned:

@@ -64,6 +64,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(size and size / 1e6, '{:.2f}')} | {_fmt(ratios.get('latency_p50'), '{:.2f}')} "
             f"| {_fmt(ratios.get('ap_drop_points'), '{:.2f}')} |"
         )
+    lines += _thread_table(report)
     for key, info in report.get("quantization", {}).items():
         lines += ["", f"## {key}", "", f"- calibration: {info.get('calibration', '?')}",
                   f"- kept in float by scope (RoI coordinates, decoding, NMS, softmax): {info.get('float_scope', 0)} "
@@ -74,6 +75,27 @@ def markdown(report: dict[str, Any]) -> str:
             top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(info["profile_ms"].items())[:6])
             lines.append(f"- onnxruntime profile, ms per run by op type: {top}")
     return "\n".join(lines) + "\n"
+
+
+def _thread_table(report: dict[str, Any]) -> list[str]:
+    """Latency p50 at every measured thread count, each with its ratio against the variant's baseline at that count.
+    [] when only the headline count was measured."""
+    results = report["results"]
+    counts = sorted({t for r in results.values() for t in r.get("latency_ms", {})}, key=int)
+    if len(counts) < 2:
+        return []
+    lines = ["", "## Latency p50 at each thread count", "",
+             "| variant | " + " | ".join(f"{t} thr ms | x" for t in counts) + " |",
+             "| --- |" + " --- | --- |" * len(counts)]  # fmt: skip
+    for key, r in results.items():
+        base = results.get(r.get("baseline", key), r)
+        cells = []
+        for t in counts:
+            lat, base_lat = _latency(r, t), _latency(base, t)
+            cells.append(_fmt(lat and lat["p50"], "{:.1f}"))
+            cells.append(_fmt(lat and base_lat and lat["p50"] / base_lat["p50"], "{:.2f}"))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

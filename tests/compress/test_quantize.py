@@ -124,6 +124,24 @@ def test_report_files(run: QuantizeRun) -> None:
     assert report["quantization"]["onnxruntime/int8"]["profile_ms"]
 
 
+def test_report_lists_latency_at_every_thread_count() -> None:
+    """The headline table is at one thread count; a second table gives every measured count with its own ratio."""
+    from lighthead_edge.compress.report import markdown, with_ratios
+
+    def lat(p50_1, p50_2):
+        return {"latency_ms": {"1": {"p50": p50_1, "p95": p50_1}, "2": {"p50": p50_2, "p95": p50_2}}}
+
+    results = {"openvino/fp32": lat(20.0, 12.0), "openvino/int8": lat(8.0, 6.0)}
+    results = with_ratios(results, "openvino/fp32", "2")
+    text = markdown({"model": "m.pt", "threads": "2", "results": results})
+    assert "| openvino/int8 | - | - | 6.0 | 6.0 | - | - | 0.50 | - |" in text  # headline: 2 threads
+    per_count = text.split("## Latency p50 at each thread count")[1]
+    assert "| variant | 1 thr ms | x | 2 thr ms | x |" in per_count
+    assert "| openvino/int8 | 8.0 | 0.40 | 6.0 | 0.50 |" in per_count
+    one = markdown({"model": "m.pt", "threads": "2", "results": {"openvino/fp32": {"latency_ms": {"2": {"p50": 1}}}}})
+    assert "each thread count" not in one
+
+
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
     """Accuracy control's mechanism: the most sensitive layers by :func:`layer_sensitivity` are kept float."""
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
