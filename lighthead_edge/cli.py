@@ -245,6 +245,10 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 @click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
               help="Fine-tuning augmentation, as for train (aerial: flips, quarter turns, colour).")  # fmt: skip
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
+@click.option("--reconstruct/--no-reconstruct", default=False, show_default=True,
+              help="Prune the head by least-squares reconstruction on training batches: C_mid by a rank-r "
+                   "factorisation, PS groups and fc units chosen and refitted (He et al. 2017).")  # fmt: skip
+@click.option("--calib-batches", default=32, show_default=True, help="Training batches the reconstruction uses.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")
 @click.option("--backbone/--no-backbone", default=True, show_default=True, help="Prune backbone channels.")
@@ -272,7 +276,7 @@ def prune(**kw) -> None:
     settings = PruneSettings(
         ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
         backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"], fc_ratio=kw["fc_ratio"],
-        thin_ratio=kw["thin_ratio"],
+        thin_ratio=kw["thin_ratio"], reconstruct=kw["reconstruct"], calib_batches=kw["calib_batches"],
     )  # fmt: skip
     run = prune_checkpoint(kw["model"], kw["out"], train_json=kw["train_json"], val_json=kw["val_json"],
                            settings=settings, train_config=tcfg, log=_echo)  # fmt: skip

@@ -3,7 +3,7 @@ from the unpruned model), saved as a checkpoint marked pruned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +15,40 @@ from lighthead_edge.modeling.detector import LightHeadRCNN
 from lighthead_edge.modeling.pruned import PRUNED_META_KEY
 
 
-@torch.no_grad()
 def recalibrate_bn(model: LightHeadRCNN, train_json: str | Path, *, batches: int = 16, batch_size: int = 4) -> int:
     """Re-estimate the backbone's BatchNorm running statistics on up to ``batches`` training batches -> batches used.
 
     Removing a conv's input channels shifts the statistics its BN normalises by, and fine-tuning keeps BN frozen
     (detection batches are too small to estimate them), so they are re-estimated once here, with no gradient step
-    ("adaptive BN", as in EagleEye, Li et al. 2020). A cumulative average (momentum None) weighs all batches equally.
+    ("adaptive BN", as in EagleEye, Li et al. 2020).
     """
+    return recalibrate_bn_on(model, calibration_batches(train_json, model.config.input_size, batch_size)(),
+                             batches=batches)  # fmt: skip
+
+
+def calibration_batches(train_json: str | Path, input_size: tuple[int, int], batch_size: int = 4):
+    """A callable giving a fresh, seeded pass over (images, targets) of ``train_json`` with test-time transforms
+    (the same images and order every call)."""
     from torch.utils.data import DataLoader
 
     from lighthead_edge.data.coco import CocoDetection, collate
 
+    dataset = CocoDetection(train_json, input_size=input_size, train=False)
+
+    def batches():
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    return batches
+
+
+@torch.no_grad()
+def recalibrate_bn_on(model: LightHeadRCNN, loader: Iterable, *, batches: int = 16) -> int:
+    """``recalibrate_bn`` on (images, targets) batches from ``loader`` -> batches used. A cumulative average
+    (momentum None) weighs all batches equally."""
     bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
     if not bns or batches <= 0:
         return 0
-    dataset = CocoDetection(train_json, input_size=model.config.input_size, train=False)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0))  # fmt: skip
     was_training, momenta = model.training, [bn.momentum for bn in bns]
     model.eval()
     for bn in bns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class PruneSettings:
     fc_ratio: float = 0.0  # fraction of the fc-2048's hidden units removed
     thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
+    reconstruct: bool = False  # prune the head by least-squares reconstruction (compress/reconstruct.py)
+    calib_batches: int = 32  # training batches the reconstruction's statistics come from
     distill: bool = False
     distill_config: DistillConfig = field(default_factory=DistillConfig)
 
@@ -83,7 +86,7 @@ def prune_checkpoint(
     ``train_config`` with 0 epochs/iterations skips fine-tuning. With ``val_json`` the original, the freshly pruned
     and the fine-tuned models are all evaluated on it.
     """
-    from lighthead_edge.compress.finetune import finetune_pruned, recalibrate_bn
+    from lighthead_edge.compress.finetune import calibration_batches, finetune_pruned, recalibrate_bn
     from lighthead_edge.evaluate import evaluate_model
     from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
 
@@ -92,15 +95,30 @@ def prune_checkpoint(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, classes, payload = load_checkpoint(checkpoint)
+    calibration = None
+    if s.reconstruct:
+        batches = calibration_batches(train_json, model.config.input_size, cfg.batch_size)
+        calibration = lambda: itertools.islice(batches(), max(s.calib_batches, s.bn_batches))  # noqa: E731
+        log(f"pruning with least-squares reconstruction on {s.calib_batches} training batches")
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
                                  importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,
-                                 thin_ratio=s.thin_ratio)  # fmt: skip
+                                 thin_ratio=s.thin_ratio, calibration=calibration,
+                                 bn_batches=s.bn_batches)  # fmt: skip
     log(f"pruned {checkpoint} (widths {report.widths}): backbone + thin_map MACs -{report.macs_reduction:.1%}")
+    if report.reconstruction:
+        r = report.reconstruction
+        log(
+            f"reconstruction residuals: C_mid {', '.join(f'{k} {v:.3f}' for k, v in r['mid_error'].items())}; "
+            f"fc {r['fc_error']:.3f}; cls/box {r['out_error']:.3f} ({r['rois']} RoIs)"
+        )
     lineage = _lineage(payload, report)
     if "previous" in lineage:
         total = lineage["cumulative_macs_reduction"]
         log(f"pruned again: backbone + thin_map MACs -{total:.1%} against the unpruned model")
-    used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
+    if report.reconstruction:
+        used = report.reconstruction["bn_batches"]  # re-estimated before the head was refitted
+    else:
+        used = recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
     metrics: dict[str, dict[str, float]] = {}
     if val_json:
         for name, net in (("original", model), ("pruned", pruned)):

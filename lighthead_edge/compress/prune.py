@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lighthead_edge.compress.reconstruct import Batches, ReconstructReport, reconstruct_head
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
 from lighthead_edge.modeling.summary import StageCost, stage_costs
@@ -71,6 +72,7 @@ class PruneReport:
     removed_groups: list[int]
     thin_ratio: float | None = None  # the thin head's ratio (None: ``ratio``)
     fc_ratio: float = 0.0
+    reconstruction: dict[str, Any] | None = None  # ReconstructReport as a dict, when the head was refitted
 
     @staticmethod
     def macs_of(rows: list[StageCost], stages: Sequence[str] = PRUNED_STAGES) -> float:
@@ -87,7 +89,7 @@ class PruneReport:
             "ratio": self.ratio, "thin_ratio": self.thin_ratio, "fc_ratio": self.fc_ratio,
             "importance": self.importance, "round_to": self.round_to,
             "widths": {k: list(v) for k, v in self.widths.items()}, "removed_groups": list(self.removed_groups),
-            "macs_reduction": self.macs_reduction,
+            "macs_reduction": self.macs_reduction, "reconstruction": self.reconstruction,
             "stages_before": [dataclasses.asdict(r) for r in self.before],
             "stages_after": [dataclasses.asdict(r) for r in self.after],
         }  # fmt: skip
@@ -121,6 +123,8 @@ def prune_model(
     round_to: int | None = 8,
     fc_ratio: float = 0.0,
     thin_ratio: float | None = None,
+    calibration: Batches | None = None,
+    bn_batches: int = 16,
 ) -> tuple[LightHeadRCNN, PruneReport]:
     """Prune a copy of ``model`` (left untouched) -> (pruned model in eval mode, report).
 
@@ -134,6 +138,11 @@ def prune_model(
         fc_ratio: fraction of the fc's hidden units removed (0: the fc-2048 keeps its width).
         thin_ratio: the thin head's own ratio (C_mid and alpha), when it should differ from the backbone's ``ratio``
             (None: the same). The thin map is as costly as the backbone but has no ImageNet features to lose.
+        calibration: a callable giving a fresh pass over (images, targets) training batches. With it, the backbone's
+            BN statistics are re-estimated on up to ``bn_batches`` of them right after backbone pruning, and the
+            head is pruned by least-squares reconstruction against ``model`` (``compress/reconstruct.py``): C_mid by
+            a rank-r factorisation, PS groups chosen greedily with the fc refitted, fc units with cls/box refitted.
+            Without it, every cut is chosen by the weight norms below and nothing is refitted.
     """
     thin_ratio = ratio if thin_ratio is None else thin_ratio
     if not 0.0 <= ratio < 1.0:
@@ -151,7 +160,13 @@ def prune_model(
     removed: list[int] = []
     if backbone and ratio > 0:
         prune_backbone(pruned, ratio=ratio, importance=importance, round_to=round_to)
-    if thin_head and thin_ratio > 0:
+    recon = None
+    if calibration is not None:
+        removed, recon = _prune_head_by_reconstruction(
+            model, pruned, calibration, thin_ratio=thin_ratio if thin_head else 0.0, fc_ratio=fc_ratio,
+            round_to=round_to, bn_batches=bn_batches,
+        )  # fmt: skip
+    elif thin_head and thin_ratio > 0:
         p = 2 if importance is Importance.L2 else 1
         for branch, (first, second) in BRANCHES.items():
             scores = mid_importance(getattr(pruned.thin_head, first), getattr(pruned.thin_head, second), p=p)
@@ -161,15 +176,48 @@ def prune_model(
         n_remove = min(int(scores.numel() * thin_ratio), scores.numel() - 1)
         removed = sorted(scores.topk(n_remove, largest=False).indices.tolist())
         remove_ps_groups(pruned, removed)
-    if fc_ratio > 0:
+    if fc_ratio > 0 and calibration is None:
         scores = fc_hidden_importance(pruned, p=2 if importance is Importance.L2 else 1)
         prune_fc_hidden(pruned, _top(scores, _keep_count(scores.numel(), fc_ratio, round_to)))
     after = _widths(pruned)
     report = PruneReport(
         ratio, importance.value, round_to, before, stage_costs(pruned),
         {k: [widths[k], after[k]] for k in widths}, removed, thin_ratio, fc_ratio,
+        dataclasses.asdict(recon) if recon is not None else None,
     )  # fmt: skip
     return pruned, report
+
+
+def _prune_head_by_reconstruction(
+    model: LightHeadRCNN,
+    pruned: LightHeadRCNN,
+    calibration: Batches,
+    *,
+    thin_ratio: float,
+    fc_ratio: float,
+    round_to: int | None,
+    bn_batches: int,
+) -> tuple[list[int], ReconstructReport]:
+    """BN re-estimation, then the head cuts of ``prune_model`` with least-squares refits against ``model``."""
+    from lighthead_edge.compress.finetune import recalibrate_bn_on
+
+    used = recalibrate_bn_on(pruned, calibration(), batches=bn_batches)
+    th, pp = pruned.thin_head, pruned.config.pool_size**2
+    mid_keep, groups_remove = None, 0
+    if thin_ratio > 0:
+        mid_keep = {b: _keep_count(getattr(th, first).out_channels, thin_ratio, round_to)
+                    for b, (first, _) in BRANCHES.items()}  # fmt: skip
+        alpha = th.row_a.out_channels // pp
+        groups_remove = min(int(alpha * thin_ratio), alpha - 1)
+    fc_dim = pruned.roi_heads.head.fc.out_features
+    fc_keep = _keep_count(fc_dim, fc_ratio, round_to) if fc_ratio > 0 else None
+    was_training = model.training
+    try:
+        removed, report = reconstruct_head(pruned, model, calibration, mid_keep=mid_keep, groups_remove=groups_remove,
+                                           fc_keep=fc_keep)  # fmt: skip
+        return removed, dataclasses.replace(report, bn_batches=used)
+    finally:
+        model.train(was_training)
 
 
 def _widths(model: LightHeadRCNN) -> dict[str, int]:
