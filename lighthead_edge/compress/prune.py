@@ -249,16 +249,30 @@ def _tp_importance(importance: Importance):
 
 
 def prune_backbone(model: LightHeadRCNN, *, ratio: float, importance: Importance, round_to: int | None) -> None:
-    """Prune the backbone of ``model`` in place with Torch-Pruning's DepGraph; see the module docstring."""
+    """Prune the backbone of ``model`` in place with Torch-Pruning's DepGraph; see the module docstring.
+
+    Note: Torch-Pruning's own ``round_to`` rounds the kept count DOWN, so at a small ratio a narrow group loses a whole
+    multiple (MobileNetV2's 16-channel bottleneck becomes 8 at ratio 0.05). Here each group's kept count is rounded UP,
+    as in the thin head (``_keep_count``), and passed to Torch-Pruning as that group's own exact ratio.
+    """
     import torch_pruning as tp
 
     heads = [m for part in (model.rpn.head, model.thin_head) for m in part.modules() if isinstance(m, nn.Conv2d)]
     h, w = model.config.input_size
     was_training = model.training
     model.eval()  # tracing runs a forward: BN statistics must not move
+    net, example = _FeatureNet(model), torch.zeros(1, 3, h, w)
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    ratios = {}
+    for group in graph.get_all_groups(ignored_layers=heads, root_module_types=[nn.Conv2d, nn.Linear]):
+        root = group[0].dep.target.module
+        n = graph.get_out_channels(root)
+        if n:
+            # the epsilon keeps int(n * (1 - r)) from landing one below the intended count
+            ratios[root] = max((n - _keep_count(n, ratio, round_to)) / n - 1e-9, 0.0)
     pruner = tp.pruner.BasePruner(
-        _FeatureNet(model), example_inputs=torch.zeros(1, 3, h, w), importance=_tp_importance(importance),
-        pruning_ratio=ratio, ignored_layers=heads, round_to=round_to,
+        net, example_inputs=example, importance=_tp_importance(importance),
+        pruning_ratio=ratio, pruning_ratio_dict=ratios, ignored_layers=heads, round_to=None,
     )  # fmt: skip
     pruner.step()
     model.backbone.out_channels = model.rpn.head.conv.in_channels

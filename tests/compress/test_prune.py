@@ -309,3 +309,19 @@ def test_cli_train_distill_needs_init_and_the_same_classes(cli, tmp_path, tiny_d
                        "--out", tmp_path / "m.pt")  # fmt: skip
     assert code == ConfigError.exit_code and "has classes ['a', 'b', 'c', 'd'], --init has" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.2])
+def test_backbone_kept_widths_round_up(ratio):
+    """Every backbone conv keeps at least (1 - ratio) of its channels, rounded UP to a multiple of 8 (Torch-Pruning's
+    own round_to rounds down, which at ratio 0.05 halves MobileNetV2's 16-channel bottleneck)."""
+    import math
+
+    from torch import nn
+
+    model = build_detector(ModelConfig(num_classes=2, input_size=(128, 128))).eval()
+    pruned, _ = prune_model(model, ratio=ratio, thin_head=False)
+    convs = [(m.out_channels, p.out_channels) for m, p in zip(model.backbone.modules(), pruned.backbone.modules())
+             if isinstance(m, nn.Conv2d)]  # fmt: skip
+    assert all(kept == min(n, math.ceil((n - int(n * ratio)) / 8) * 8) for n, kept in convs), convs
+    assert any(kept < n for n, kept in convs)
