@@ -245,7 +245,7 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 @click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
               help="Fine-tuning augmentation, as for train (aerial: flips, quarter turns, colour).")  # fmt: skip
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
-@click.option("--reconstruct/--no-reconstruct", default=False, show_default=True,
+@click.option("--reconstruct/--no-reconstruct", default=True, show_default=True,
               help="Prune the head by least-squares reconstruction on training batches: C_mid by a rank-r "
                    "factorisation, PS groups and fc units chosen and refitted (He et al. 2017).")  # fmt: skip
 @click.option("--calib-batches", default=32, show_default=True, help="Training batches the reconstruction uses.")

@@ -28,7 +28,7 @@ class PruneSettings:
     fc_ratio: float = 0.0  # fraction of the fc-2048's hidden units removed
     thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
-    reconstruct: bool = False  # prune the head by least-squares reconstruction (compress/reconstruct.py)
+    reconstruct: bool = True  # prune the head by least-squares reconstruction (compress/reconstruct.py)
     calib_batches: int = 32  # training batches the reconstruction's statistics come from
     distill: bool = False
     distill_config: DistillConfig = field(default_factory=DistillConfig)

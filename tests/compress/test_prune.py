@@ -278,8 +278,10 @@ def test_cli_train_distills_a_pruned_model_from_its_original(cli, tmp_path, tiny
     """``train --init pruned.pt --distill-from original.pt``: the fine-tuning steps carry the distillation loss, and the
     result keeps the pruned shapes."""
     pruned = tmp_path / "pruned.pt"
+    # magnitude cuts: a reconstructed student of this random-weight teacher matches its near-uniform logits so closely
+    # that the KL term can be exactly 0, which is right but would not show the loss is wired in
     code, _, err = cli("prune", tiny_checkpoint, "--ratio", "0.5", "--data", synth_set["train"],
-                       "--finetune-epochs", "0", "--out", pruned)  # fmt: skip
+                       "--finetune-epochs", "0", "--no-reconstruct", "--out", pruned)  # fmt: skip
     assert code in (0, None), err
     calls = []
     original_call = RoIDistiller.__call__
