@@ -3,7 +3,8 @@
 Each part is pruned by what it is:
 
 - **Backbone** (Torch-Pruning DepGraph, ``tp.pruner.BasePruner``): every coupled channel group of the backbone
-  (residual groups included) loses ``ratio`` of its channels, ranked by L1/L2 filter norm or BN scale. The backbone's
+  (residual groups included) loses ``ratio`` of its channels (kept count rounded up to ``round_to``), ranked by L1/L2
+  filter norm or BN scale. The backbone's
   output width is pruned too; the RPN conv and the thin head's first convs are never pruned as roots, but lose the
   matching input channels because the dependency graph follows the backbone's output into them.
 - **Thin head C_mid** (by hand): a mid channel of branch A is produced by ``col_a`` and consumed only by ``row_a``
@@ -18,7 +19,12 @@ Each part is pruned by what it is:
   ``config.fc_dim`` is updated. With 300 RoIs the fc is a quarter of the detector's MACs, and it does not shrink with
   alpha alone (its 2048 outputs stay).
 
-Importance in the thin head is a path norm: (norm of what produces a channel) x (norm of what consumes it), summed
+With ``calibration`` (training batches; the ``prune`` command's default), the head's cuts are chosen and compensated
+by least squares on activations instead (``compress/reconstruct.py``): C_mid by a rank-r factorisation of each branch,
+PS groups greedily with the fc refitted to the original's pre-activations, fc units with cls/box refitted. The
+backbone is still pruned by Torch-Pruning, and its BN statistics are re-estimated before the head is refitted.
+
+Importance in the thin head (without calibration) is a path norm: (norm of what produces a channel) x (norm of what consumes it), summed
 over a PS group's p*p channels. Unlike either factor alone it is invariant to moving a scale between producer and
 consumer (branch A has no non-linearity between col_a and row_a, so such a scale is free), and it ranks a channel low
 when either side ignores it. BN importance applies to the backbone only (the thin head has no BN; it uses L1 there).
