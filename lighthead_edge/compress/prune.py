@@ -24,10 +24,11 @@ by least squares on activations instead (``compress/reconstruct.py``): C_mid by 
 PS groups greedily with the fc refitted to the original's pre-activations, fc units with cls/box refitted. The
 backbone is still pruned by Torch-Pruning, and its BN statistics are re-estimated before the head is refitted.
 
-Importance in the thin head (without calibration) is a path norm: (norm of what produces a channel) x (norm of what consumes it), summed
-over a PS group's p*p channels. Unlike either factor alone it is invariant to moving a scale between producer and
-consumer (branch A has no non-linearity between col_a and row_a, so such a scale is free), and it ranks a channel low
-when either side ignores it. BN importance applies to the backbone only (the thin head has no BN; it uses L1 there).
+Importance in the thin head (without calibration) is a path norm: (norm of what produces a channel) x (norm of what
+consumes it), summed over a PS group's p*p channels. Unlike either factor alone it is invariant to moving a scale
+between producer and consumer (branch A has no non-linearity between col_a and row_a, so such a scale is free), and it
+ranks a channel low when either side ignores it. BN importance applies to the backbone only (the thin head has no BN;
+it uses L1 there).
 """
 
 from __future__ import annotations
