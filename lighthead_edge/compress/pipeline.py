@@ -13,6 +13,7 @@ import torch
 from lighthead_edge.compress.distill import DistillConfig
 from lighthead_edge.compress.prune import PRUNED_STAGES, Importance, PruneReport, prune_model
 from lighthead_edge.config import TrainConfig
+from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.pruned import PRUNED_META_KEY
 
 
@@ -96,6 +97,8 @@ def prune_checkpoint(
         torch.set_num_threads(cfg.threads)
     model, classes, payload = load_checkpoint(checkpoint)
     calibration = None
+    if s.reconstruct and s.calib_batches < 1:
+        raise ConfigError(f"--calib-batches must be >= 1 for reconstruction, got {s.calib_batches}")
     if s.reconstruct:
         batches = calibration_batches(train_json, model.config.input_size, cfg.batch_size)
         calibration = lambda: itertools.islice(batches(), max(s.calib_batches, s.bn_batches))  # noqa: E731

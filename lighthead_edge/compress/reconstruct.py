@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
 
 Batches = Callable[[], Iterable[tuple[Tensor, list[dict[str, Tensor]]]]]  # a fresh pass over (images, targets)
@@ -146,7 +147,9 @@ def _mid_moments(model: LightHeadRCNN, batches: Batches) -> dict[str, Tensor]:
     finally:
         for h in handles:
             h.remove()
-    return {k: v / max(count[0], 1) for k, v in sums.items()}
+    if not count[0]:
+        raise ConfigError("reconstruction saw no calibration images: the calibration batches are empty")
+    return {k: v / count[0] for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -222,6 +225,8 @@ def reconstruct_head(
     pp = model.config.pool_size**2
     alpha = model.thin_head.row_a.out_channels // pp
     m = _head_moments(model, teacher, batches, rois_per_image, "fc")
+    if not m.n:
+        raise ConfigError("reconstruction saw no calibration RoIs: the calibration batches are empty")
     removed, weights, fc_error = select_ps_groups(m, alpha, pp, groups_remove)
     if removed:
         remove_ps_groups(model, removed)

@@ -120,3 +120,18 @@ def test_cli_prune_reconstruct(cli, tmp_path, tiny_checkpoint, synth_set):
     model, _, payload = load_checkpoint(out)
     meta = payload["meta"]["pruned"]
     assert model.config.alpha == 3 and meta["reconstruction"]["rois"] > 0 and meta["bn_batches"] >= 1
+
+
+def test_cli_prune_refuses_no_calibration_batches(cli, tmp_path, tiny_checkpoint, synth_set):
+    out = tmp_path / "pruned.pt"
+    code, _, err = cli("prune", tiny_checkpoint, "--calib-batches", "0", "--data", synth_set["train"],
+                       "--finetune-epochs", "0", "--out", out)  # fmt: skip
+    assert code == 2 and err.strip() == "error: --calib-batches must be >= 1 for reconstruction, got 0"
+    assert not out.exists()
+
+
+def test_reconstruction_without_images_is_a_clear_error(tiny_detector):
+    from lighthead_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibration batches are empty"):
+        prune_model(tiny_detector, ratio=0.0, thin_ratio=0.5, calibration=lambda: iter([]), bn_batches=0)
