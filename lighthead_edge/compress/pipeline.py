@@ -30,7 +30,7 @@ class PruneSettings:
     thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
     reconstruct: bool = True  # prune the head by least-squares reconstruction (compress/reconstruct.py)
-    calib_batches: int = 32  # training batches the reconstruction's statistics come from
+    calib_batches: int = 32  # training batches the reconstruction (and its BN re-estimation) draws from
     distill: bool = False
     distill_config: DistillConfig = field(default_factory=DistillConfig)
 
@@ -101,7 +101,7 @@ def prune_checkpoint(
         raise ConfigError(f"--calib-batches must be >= 1 for reconstruction, got {s.calib_batches}")
     if s.reconstruct:
         batches = calibration_batches(train_json, model.config.input_size, cfg.batch_size)
-        calibration = lambda: itertools.islice(batches(), max(s.calib_batches, s.bn_batches))  # noqa: E731
+        calibration = lambda: itertools.islice(batches(), s.calib_batches)  # noqa: E731 (BN uses up to bn_batches)
         log(f"pruning with least-squares reconstruction on {s.calib_batches} training batches")
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
                                  importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,

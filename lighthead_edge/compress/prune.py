@@ -4,9 +4,9 @@ Each part is pruned by what it is:
 
 - **Backbone** (Torch-Pruning DepGraph, ``tp.pruner.BasePruner``): every coupled channel group of the backbone
   (residual groups included) loses ``ratio`` of its channels (kept count rounded up to ``round_to``), ranked by L1/L2
-  filter norm or BN scale. The backbone's
-  output width is pruned too; the RPN conv and the thin head's first convs are never pruned as roots, but lose the
-  matching input channels because the dependency graph follows the backbone's output into them.
+  filter norm or BN scale. The backbone's output width is pruned too; the RPN conv and the thin head's first convs
+  are never pruned as roots, but lose the matching input channels because the dependency graph follows the
+  backbone's output into them.
 - **Thin head C_mid** (by hand): a mid channel of branch A is produced by ``col_a`` and consumed only by ``row_a``
   (branch B: ``row_b`` -> ``col_b``). The branches meet only in the sum at the output, so each branch's mids are ranked
   and removed on their own, at the same ratio. Removing mid channel j is exactly the same as zeroing ``row_a[:, j]``.
