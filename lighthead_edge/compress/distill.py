@@ -35,6 +35,18 @@ class DistillConfig:
     rois_per_image: int = 64  # teacher proposals per image (plus the image's ground truth)
 
 
+@torch.no_grad()
+def teacher_rois(
+    teacher: LightHeadRCNN, features: Tensor, images: Tensor, targets: list[dict[str, Tensor]], per_image: int
+) -> Tensor:
+    """Tensor[R, 5]: (batch index, box) of ``teacher``'s top ``per_image`` test-time proposals plus each image's
+    ground-truth boxes; ``features`` is the teacher's backbone output for ``images``."""
+    proposals = teacher.rpn(features, (images.shape[-2], images.shape[-1]))[0]
+    rois = [F.pad(torch.cat([props[:per_image], tgt["boxes"].to(props)]), (1, 0), value=float(i))
+            for i, (props, tgt) in enumerate(zip(proposals, targets))]  # fmt: skip
+    return torch.cat(rois)
+
+
 class RoIDistiller:
     """``extra_loss(model, images, targets) -> {"loss_distill_cls", "loss_distill_box"}`` for ``train()``.
 
@@ -62,14 +74,9 @@ class RoIDistiller:
         """-> rois Tensor[R, 5], teacher logits Tensor[R, C+1], teacher deltas Tensor[R, 4 or 4(C+1)]."""
         t = self.teacher
         features = t.backbone(t.normalize(images))
-        proposals = t.rpn(features, (images.shape[-2], images.shape[-1]))[0]
-        rois = []
-        for i, (props, tgt) in enumerate(zip(proposals, targets)):
-            boxes = torch.cat([props[: self.config.rois_per_image], tgt["boxes"].to(props)])
-            rois.append(F.pad(boxes, (1, 0), value=float(i)))
-        rois_t = torch.cat(rois)
-        logits, deltas = t.roi_heads(t.thin_head(features), rois_t)
-        return rois_t, logits, deltas
+        rois = teacher_rois(t, features, images, targets, self.config.rois_per_image)
+        logits, deltas = t.roi_heads(t.thin_head(features), rois)
+        return rois, logits, deltas
 
     def __call__(self, model: LightHeadRCNN, images: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         if self._thin is None:  # called outside train()'s loop (no training forward just ran): compute it

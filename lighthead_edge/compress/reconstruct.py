@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lighthead_edge.compress.distill import teacher_rois
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
 
@@ -39,7 +40,9 @@ Batches = Callable[[], Iterable[tuple[Tensor, list[dict[str, Tensor]]]]]  # a fr
 
 @dataclass(frozen=True)
 class ReconstructReport:
-    """Relative residuals of each refit (0: exact; 1: nothing of the original signal kept)."""
+    """How much of the original signal each refit lost (0: exact; 1: all of it). ``mid_error`` is a relative norm in
+    the approximate metric of the factorisation; ``fc_error`` and ``out_error`` are residual fractions of the
+    original outputs' energy."""
 
     mid_error: dict[str, float]  # branch -> relative output error of the rank-r factorisation
     fc_error: float  # fc pre-activation residual after removing PS groups and refitting
@@ -120,14 +123,6 @@ def _explained(m: _Moments, idx: Tensor) -> tuple[Tensor, float]:
 
 # ------------------------------------------------------------------------------------------------- calibration
 @torch.no_grad()
-def _rois(teacher: LightHeadRCNN, features: Tensor, images: Tensor, targets, per_image: int) -> Tensor:
-    proposals = teacher.rpn(features, (images.shape[-2], images.shape[-1]))[0]
-    rois = [F.pad(torch.cat([p[:per_image], t["boxes"].to(p)]), (1, 0), value=float(i))
-            for i, (p, t) in enumerate(zip(proposals, targets))]  # fmt: skip
-    return torch.cat(rois)
-
-
-@torch.no_grad()
 def _mid_moments(model: LightHeadRCNN, batches: Batches) -> dict[str, Tensor]:
     th, sums, count = model.thin_head, {"a": None, "b": None}, [0]
 
@@ -159,7 +154,7 @@ def _head_moments(model: LightHeadRCNN, teacher: LightHeadRCNN, batches: Batches
     m = _Moments()
     for images, targets in batches():
         t_feat = teacher.backbone(teacher.normalize(images))
-        rois = _rois(teacher, t_feat, images, targets, per_image)
+        rois = teacher_rois(teacher, t_feat, images, targets, per_image)
         t_pooled = teacher.roi_heads.pooler(teacher.thin_head(t_feat), rois).flatten(1)
         s_pooled = model.roi_heads.pooler(model.thin_head(model.backbone(model.normalize(images))), rois).flatten(1)
         th, sh = teacher.roi_heads.head, model.roi_heads.head

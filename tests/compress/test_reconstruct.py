@@ -66,11 +66,11 @@ def test_low_rank_factorisation_beats_keeping_the_best_mids(seed):
 
 def _fc_error(model, teacher, images, targets) -> float:
     """Relative error of ``model``'s fc pre-activation against the teacher's, on the teacher's proposals."""
-    from lighthead_edge.compress.reconstruct import _rois
+    from lighthead_edge.compress.distill import teacher_rois
 
     with torch.no_grad():
         t_feat = teacher.backbone(teacher.normalize(images))
-        rois = _rois(teacher, t_feat, images, targets, 32)
+        rois = teacher_rois(teacher, t_feat, images, targets, 32)
         expected = teacher.roi_heads.head.fc(teacher.roi_heads.pooler(teacher.thin_head(t_feat), rois).flatten(1))
         s_thin = model.thin_head(model.backbone(model.normalize(images)))
         got = model.roi_heads.head.fc(model.roi_heads.pooler(s_thin, rois).flatten(1))
