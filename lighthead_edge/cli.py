@@ -220,12 +220,29 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- prune
+DEFAULT_FINETUNE_EPOCHS = 3
+TIME_BOUND_EPOCHS = 100_000  # "until --finetune-minutes is spent": the time budget ends the run and its LR schedule
+
+
+def finetune_epochs(epochs: int | None, iters: int | None, minutes: float | None) -> int:
+    """The prune command's fine-tuning length: ``--finetune-epochs`` if given; else, with only
+    ``--finetune-minutes``, as many epochs as the time allows (3 epochs are 57 iterations on a 19-image set, which
+    would make the budget meaningless); else 3."""
+    if epochs is not None and iters is not None:
+        raise ConfigError("give --finetune-epochs or --finetune-iters, not both")
+    if epochs is not None:
+        return epochs
+    return TIME_BOUND_EPOCHS if minutes is not None and iters is None else DEFAULT_FINETUNE_EPOCHS
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--ratio", default=0.5, show_default=True, help="Fraction of channels removed from each pruned group.")
 @click.option("--data", "train_json", required=True, help="Training COCO json (fine-tuning and BN statistics).")
 @click.option("--val", "val_json", default=None, help="Validation COCO json: AP before and after pruning.")
-@click.option("--finetune-epochs", default=None, type=int, help="Fine-tuning epochs [default: 3; 0 skips it].")
+@click.option("--finetune-epochs", default=None, type=int,
+              help="Fine-tuning epochs [default: 3, or as many as --finetune-minutes allows when only that is given; "
+                   "0 skips it].")  # fmt: skip
 @click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
 @click.option(
     "--finetune-minutes",
@@ -265,11 +282,9 @@ def prune(**kw) -> None:
     from lighthead_edge.compress.prune import Importance
     from lighthead_edge.config import TrainConfig
 
-    epochs, iters = kw["finetune_epochs"], kw["finetune_iters"]
-    if epochs is not None and iters is not None:
-        raise ConfigError("give --finetune-epochs or --finetune-iters, not both")
+    epochs = finetune_epochs(kw["finetune_epochs"], kw["finetune_iters"], kw["finetune_minutes"])
     tcfg = TrainConfig(
-        epochs=3 if epochs is None else epochs, iters=iters, lr=kw["lr"], batch_size=kw["batch_size"],
+        epochs=epochs, iters=kw["finetune_iters"], lr=kw["lr"], batch_size=kw["batch_size"],
         warmup_iters=50, threads=kw["threads"], seed=kw["seed"], max_minutes=kw["finetune_minutes"],
         augment=kw["augment"],
     )  # fmt: skip

@@ -186,8 +186,11 @@ class _Run:
 
     def loop(self) -> TrainResult:
         m, state = self.model.config, self.state
-        self.log(f"training {m.backbone}-{m.head_size} on {len(self.train_set)} images, {self.total_iters} iterations "
-                 f"({self.epochs} epochs of {len(self.loader)}), classes {self.train_set.class_names}")  # fmt: skip
+        length = f"{self.total_iters} iterations ({self.epochs} epochs of {len(self.loader)})"
+        if self.budget_s:
+            length = f"{length} or {self.cfg.max_minutes:g} min, whichever ends first"
+        self.log(f"training {m.backbone}-{m.head_size} on {len(self.train_set)} images, {length}, "
+                 f"classes {self.train_set.class_names}")  # fmt: skip
         self.start = time.perf_counter() - state.seconds
         deadline = self.start + self.budget_s if self.budget_s else float("inf")
         while state.epoch < self.epochs and state.iteration < self.total_iters:

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from lighthead_edge.cli import TIME_BOUND_EPOCHS, finetune_epochs
 from lighthead_edge.compress import DistillConfig, RoIDistiller, prune_model, recalibrate_bn, remove_ps_groups
 from lighthead_edge.compress.prune import prune_branch_mid, ps_channels
 from lighthead_edge.config import ModelConfig
@@ -216,6 +217,16 @@ def test_cli_prune_refuses_epochs_and_iterations(cli, tmp_path, tiny_checkpoint,
         "--finetune-iters", "2", "--out", tmp_path / "p.pt",
     )  # fmt: skip
     assert code == ConfigError.exit_code and err.strip().startswith("error: give --finetune-epochs")
+
+
+@pytest.mark.parametrize(
+    ("epochs", "iters", "minutes", "expected"),
+    [(None, None, None, 3), (None, None, 30.0, TIME_BOUND_EPOCHS), (5, None, 30.0, 5), (None, 40, 30.0, 3),
+     (0, None, 30.0, 0)],
+)  # fmt: skip
+def test_finetune_minutes_alone_bound_fine_tuning_by_time(epochs, iters, minutes, expected):
+    """--finetune-minutes alone must not be capped by the 3-epoch default (57 iterations on a 19-image set)."""
+    assert finetune_epochs(epochs, iters, minutes) == expected
 
 
 def test_exported_pruned_model_keeps_shapes_and_parity(tmp_path, tiny_detector):
