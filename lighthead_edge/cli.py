@@ -349,7 +349,10 @@ def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | 
     """Measure every variant of MODEL (a bundle folder, or a model.pt: torch eager FP32) and write a report."""
     from lighthead_edge.compress.bench import BenchSettings, bench_model
 
-    counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    try:
+        counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    except ValueError:
+        counts = ()
     if not counts or min(counts) < 1:
         raise ConfigError(f"--threads wants thread counts like 1,2; got {threads!r}")
     report = bench_model(model, BenchSettings(threads=counts, runs=runs, val_json=val_json), out=out, log=_echo)

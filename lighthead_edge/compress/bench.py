@@ -1,7 +1,8 @@
 """Measuring variants side by side: latency p50/p95 at given thread counts, async throughput, COCO AP and size.
 
 Every figure of a table comes from one run on one machine, so ratios against the FP32 baseline are meaningful even
-on a noisy shared CPU. :func:`measure_artifact` measures one bundle artifact through the torch-free runtime;
+on a noisy shared CPU. :func:`measure_bundle` measures a bundle's artifacts through the torch-free runtime, with
+their latencies timed in interleaved blocks (:func:`interleaved_timings`);
 :func:`measure_torch` measures the eager model, for the torch baseline.
 """
 
@@ -26,6 +27,8 @@ class BenchSettings:
     Attributes:
         threads: thread counts to time single-frame latency at (the last one is the report's headline).
         runs: timed runs per latency figure (after ``warmup`` untimed ones).
+        rounds: the runs are split into this many blocks, and the blocks of all variants (and thread counts) of a
+            bundle are interleaved, so a slow spell of a shared host hits every variant alike instead of one.
         throughput_frames: frames pushed through the async pipeline for frames per second.
         val_json: a COCO json for AP/AP50 (optional).
     """
@@ -35,6 +38,7 @@ class BenchSettings:
     warmup: int = 3
     throughput_frames: int = 24
     val_json: str | None = None
+    rounds: int = 4
 
 
 def timings(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
@@ -46,8 +50,53 @@ def timings(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float
         start = time.perf_counter()
         fn()
         times.append(1000.0 * (time.perf_counter() - start))
+    return _stats(times)
+
+
+def interleaved_timings(fns: dict[str, Callable[[], object]], runs: int, warmup: int, rounds: int
+                        ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """:func:`timings` of several callables, interleaved: ``rounds`` blocks of ``runs / rounds`` calls each, cycling
+    through ``fns`` in a rotating order, with one untimed call after every switch (caches refill). On a shared CPU
+    a burst of load then spreads over all variants instead of doubling one of them."""
+    keys = list(fns)
+    for key in keys:
+        for _ in range(warmup):
+            fns[key]()
+    rounds = max(1, min(rounds, runs))
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    for r in range(rounds):
+        block = runs // rounds + (r < runs % rounds)
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            fns[key]()
+            for _ in range(block):
+                start = time.perf_counter()
+                fns[key]()
+                times[key].append(1000.0 * (time.perf_counter() - start))
+    return {key: _stats(t) for key, t in times.items()}
+
+
+def _stats(times: list[float]) -> dict[str, float]:
     p95 = float(np.percentile(times, 95))
-    return {"p50": round(statistics.median(times), 3), "p95": round(p95, 3), "min": round(min(times), 3), "runs": runs}
+    return {"p50": round(statistics.median(times), 3), "p95": round(p95, 3), "min": round(min(times), 3),
+            "runs": len(times)}  # fmt: skip
+
+
+def bundle_latencies(bundle, artifacts: Sequence, settings: BenchSettings) -> dict[str, dict[str, dict]]:
+    """Latency of every artifact at every thread count, all timed interleaved -> ``{key: {threads: stats}}``."""
+    from lighthead_edge.runtime.detector import Detector
+
+    image = bench_frame(bundle, settings.val_json)
+    fns = {}
+    for artifact in artifacts:
+        for threads in settings.threads:
+            detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
+            fns[f"{artifact.key}@{threads}"] = lambda d=detector: d.infer(image)
+    measured = interleaved_timings(fns, settings.runs, settings.warmup, settings.rounds)
+    out: dict[str, dict[str, dict]] = {}
+    for name, stats in measured.items():
+        key, threads = name.rsplit("@", 1)
+        out.setdefault(key, {})[threads] = stats
+    return out
 
 
 def bench_frame(bundle, val_json: str | None) -> np.ndarray:
@@ -67,17 +116,20 @@ def size_on_disk(root: Path, files: Sequence[str]) -> int:
     return sum((root / name).stat().st_size for name in files)
 
 
-def measure_artifact(bundle, artifact, settings: BenchSettings) -> dict[str, Any]:
-    """Latency at each thread count, async throughput, size and (with ``val_json``) COCO AP of one artifact."""
+def measure_artifact(bundle, artifact, settings: BenchSettings, latency: dict[str, dict] | None = None
+                     ) -> dict[str, Any]:  # fmt: skip
+    """Latency at each thread count, async throughput, size and (with ``val_json``) COCO AP of one artifact.
+
+    ``latency`` is this artifact's part of :func:`bundle_latencies` when the caller timed all artifacts together
+    (the way to compare them); without it the artifact's thread counts are timed here, interleaved."""
     from lighthead_edge.evaluate import evaluate_bundle
     from lighthead_edge.runtime.detector import Detector
 
     image = bench_frame(bundle, settings.val_json)
-    out: dict[str, Any] = {"size_bytes": size_on_disk(bundle.root, artifact.files), "latency_ms": {}}
-    detector = None
-    for threads in settings.threads:
-        detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
-        out["latency_ms"][str(threads)] = timings(lambda d=detector: d.infer(image), settings.runs, settings.warmup)
+    if latency is None:
+        latency = bundle_latencies(bundle, [artifact], settings)[artifact.key]
+    out: dict[str, Any] = {"size_bytes": size_on_disk(bundle.root, artifact.files), "latency_ms": dict(latency)}
+    detector = Detector(bundle, artifact.backend, threads=settings.threads[-1], precision=artifact.precision)
     fast = Detector(bundle, artifact.backend, precision=artifact.precision, hint="throughput")
     frames = [image[0]] * settings.throughput_frames
     list(fast.stream(frames[: fast.engine.jobs]))  # warm every request before timing
@@ -120,10 +172,17 @@ def bench_bundle(bundle_path: str | Path, settings: BenchSettings, log: Callable
     from lighthead_edge.runtime.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
+    return measure_bundle(bundle, settings, log)
+
+
+def measure_bundle(bundle, settings: BenchSettings, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every artifact of a loaded bundle: latencies timed interleaved, then throughput, size and AP one by one."""
+    log(f"timing {', '.join(a.key for a in bundle.artifacts)} at {settings.threads} thread(s), interleaved")
+    latency = bundle_latencies(bundle, bundle.artifacts, settings)
     results = {}
     for artifact in bundle.artifacts:
         log(f"measuring {artifact.key}")
-        results[artifact.key] = measure_artifact(bundle, artifact, settings)
+        results[artifact.key] = measure_artifact(bundle, artifact, settings, latency[artifact.key])
     return results
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lighthead_edge.compress.bench import BenchSettings, measure_artifact
+from lighthead_edge.compress.bench import BenchSettings, measure_bundle
 from lighthead_edge.compress.calibration import DEFAULT_SIZE, Selection, calibration_set_for_bundle
 from lighthead_edge.compress.quantize_ort import OrtQuantSettings
 from lighthead_edge.compress.quantize_ov import OvQuantSettings
@@ -166,10 +166,7 @@ def _measure_and_report(
     from lighthead_edge.compress.report import add_ratios, write_report
     from lighthead_edge.export.bundle import _host
 
-    results: dict[str, Any] = {}
-    for artifact in bundle.artifacts:
-        log(f"measuring {artifact.key}")
-        results[artifact.key] = measure_artifact(bundle, artifact, s.bench)
+    results = measure_bundle(bundle, s.bench, log)
     threads = str(s.bench.threads[-1])
     results = add_ratios(results, threads)
     report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": s.val_json,

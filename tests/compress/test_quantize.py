@@ -142,6 +142,28 @@ def test_report_lists_latency_at_every_thread_count() -> None:
     assert "each thread count" not in one
 
 
+def test_interleaved_timings_spread_a_slow_spell_over_all_variants(monkeypatch) -> None:
+    """Two equally fast variants on a host that is 3x slower for a stretch of the run. Timed one after the other,
+    the spell lands on one of them (ratio 3); interleaved, both see it alike (ratio 1)."""
+    import lighthead_edge.compress.bench as bench
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def call() -> None:  # 1 ms of work, 3 ms during calls 30..49 of the run (a third of it)
+        clock["calls"] += 1
+        clock["now"] += 0.003 if 30 <= clock["calls"] < 50 else 0.001
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+    fns = {"fp32": call, "int8": call}
+    blockwise = {key: bench.timings(fn, runs=24, warmup=2) for key, fn in fns.items()}
+    assert blockwise["int8"]["p50"] / blockwise["fp32"]["p50"] == pytest.approx(3.0)
+    clock.update(now=0.0, calls=0)
+    interleaved = bench.interleaved_timings(fns, runs=24, warmup=2, rounds=4)
+    assert interleaved["int8"]["p50"] / interleaved["fp32"]["p50"] == pytest.approx(1.0)
+    assert interleaved["int8"]["runs"] == interleaved["fp32"]["runs"] == 24
+    assert clock["calls"] == 2 * (2 + 24 + 4)  # warm-up, timed runs, one untimed call after each switch
+
+
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
     """Accuracy control's mechanism: the most sensitive layers by :func:`layer_sensitivity` are kept float."""
     from lighthead_edge.compress.calibration import calibration_set_for_bundle

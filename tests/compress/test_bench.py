@@ -1,0 +1,81 @@
+"""`lighthead-edge bench` on a bundle and on a model.pt, and scripts/bench_compress.py's whole table, on the tiny
+committed checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lighthead_edge.cli import cli
+from lighthead_edge.errors import ConfigError, DataError
+from lighthead_edge.export.testing import ExportedAssets, exported_assets
+
+CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_compress.py"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> ExportedAssets:
+    return exported_assets(tmp_path_factory.getbasetemp() / "exported", CHECKPOINT)
+
+
+def _latency(row: dict, threads: str) -> dict:
+    return row["latency_ms"][threads]
+
+
+def test_cli_bench_a_bundle_times_every_artifact_at_every_thread_count(assets: ExportedAssets, tmp_path: Path):
+    result = CliRunner().invoke(cli, ["bench", str(assets.bundle), "--threads", "1,2", "--runs", "4",
+                                      "--val", str(assets.val_json), "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    keys = {"onnxruntime/fp32", "openvino/fp32"}
+    assert keys <= set(report["results"])
+    for key in keys:
+        row = report["results"][key]
+        for threads in ("1", "2"):
+            stats = _latency(row, threads)
+            assert stats["runs"] == 4 and 0 < stats["min"] <= stats["p50"] <= stats["p95"]
+        assert 0 <= row["coco"]["AP"] <= 1 and row["throughput_fps"] > 0
+    assert report["results"]["onnxruntime/fp32"]["ratios"]["latency_p50"] == 1.0
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bench_a_checkpoint_has_the_torch_baseline(tmp_path: Path):
+    result = CliRunner().invoke(cli, ["bench", str(CHECKPOINT), "--threads", "1", "--runs", "2", "--out",
+                                      str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "report.json").read_text())["results"]
+    assert results["torch/fp32"]["ratios"]["latency_p50"] == 1.0
+    assert results["onnxruntime/fp32"]["ratios"]["latency_p50"] > 0
+
+
+def test_cli_bench_bad_input_is_one_line(cli, tmp_path: Path):
+    code, _, err = cli("bench", tmp_path / "nope")
+    assert (
+        code == DataError.exit_code
+        and err.strip() == f"error: {tmp_path / 'nope'} not found; give a bundle folder or a model.pt"
+    )
+    for threads in ("0", "one,two"):
+        code, _, err = cli("bench", CHECKPOINT, "--threads", threads)
+        assert code == ConfigError.exit_code and err.strip().startswith("error: --threads wants thread counts")
+
+
+def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tmp_path: Path, capsys):
+    """The benchmark's variants in one run: torch, both engines FP32/INT8, and pruned FP32 / pruned + INT8."""
+    spec = importlib.util.spec_from_file_location("bench_compress", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = str(assets.val_json)
+    code = module.main(["--checkpoint", str(CHECKPOINT), "--data", data, "--val", data, "--prune", "0.5",
+                        "--calib-size", "8", "--threads", "1", "--runs", "2", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    results = json.loads((tmp_path / "report.json").read_text())["results"]
+    expected = {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8",
+                "onnxruntime/pruned-fp32", "openvino/pruned-int8"}  # fmt: skip
+    assert expected <= set(results)
+    assert all(results[key]["ratios"]["vs_torch"] > 0 for key in expected)
+    assert "| openvino/pruned-int8 |" in capsys.readouterr().out
