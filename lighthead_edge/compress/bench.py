@@ -116,20 +116,14 @@ def size_on_disk(root: Path, files: Sequence[str]) -> int:
     return sum((root / name).stat().st_size for name in files)
 
 
-def measure_artifact(bundle, artifact, settings: BenchSettings, latency: dict[str, dict] | None = None
-                     ) -> dict[str, Any]:  # fmt: skip
-    """Latency at each thread count, async throughput, size and (with ``val_json``) COCO AP of one artifact.
-
-    ``latency`` is this artifact's part of :func:`bundle_latencies` when the caller timed all artifacts together
-    (the way to compare them); without it the artifact's thread counts are timed here, interleaved."""
+def measure_artifact(bundle, artifact, settings: BenchSettings, latency: dict[str, dict]) -> dict[str, Any]:
+    """Async throughput, size and (with ``val_json``) COCO AP of one artifact, beside ``latency``: its part of
+    :func:`bundle_latencies`, which times all of a bundle's artifacts together so that they compare."""
     from lighthead_edge.evaluate import evaluate_bundle
     from lighthead_edge.runtime.detector import Detector
 
     image = bench_frame(bundle, settings.val_json)
-    if latency is None:
-        latency = bundle_latencies(bundle, [artifact], settings)[artifact.key]
     out: dict[str, Any] = {"size_bytes": size_on_disk(bundle.root, artifact.files), "latency_ms": dict(latency)}
-    detector = Detector(bundle, artifact.backend, threads=settings.threads[-1], precision=artifact.precision)
     fast = Detector(bundle, artifact.backend, precision=artifact.precision, hint="throughput")
     frames = [image[0]] * settings.throughput_frames
     list(fast.stream(frames[: fast.engine.jobs]))  # warm every request before timing
@@ -137,6 +131,7 @@ def measure_artifact(bundle, artifact, settings: BenchSettings, latency: dict[st
     list(fast.stream(frames))
     out["throughput_fps"] = round(len(frames) / (time.perf_counter() - start), 2)
     if settings.val_json:
+        detector = Detector(bundle, artifact.backend, threads=settings.threads[-1], precision=artifact.precision)
         metrics = evaluate_bundle(bundle, settings.val_json, detector=detector, progress=False)
         out["coco"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
     return out

@@ -7,24 +7,14 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from lighthead_edge.cli import cli
 from lighthead_edge.errors import ConfigError, DataError
-from lighthead_edge.export.testing import ExportedAssets, exported_assets
+from lighthead_edge.export.testing import ExportedAssets
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
 SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_compress.py"
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> ExportedAssets:
-    return exported_assets(tmp_path_factory.getbasetemp() / "exported", CHECKPOINT)
-
-
-def _latency(row: dict, threads: str) -> dict:
-    return row["latency_ms"][threads]
 
 
 def test_cli_bench_a_bundle_times_every_artifact_at_every_thread_count(assets: ExportedAssets, tmp_path: Path):
@@ -37,7 +27,7 @@ def test_cli_bench_a_bundle_times_every_artifact_at_every_thread_count(assets: E
     for key in keys:
         row = report["results"][key]
         for threads in ("1", "2"):
-            stats = _latency(row, threads)
+            stats = row["latency_ms"][threads]
             assert stats["runs"] == 4 and 0 < stats["min"] <= stats["p50"] <= stats["p95"]
         assert 0 <= row["coco"]["AP"] <= 1 and row["throughput_fps"] > 0
     assert report["results"]["onnxruntime/fp32"]["ratios"]["latency_p50"] == 1.0

@@ -11,18 +11,12 @@ import pytest
 
 from lighthead_edge.compress.bench import BenchSettings
 from lighthead_edge.compress.quantize import QuantizeRun, QuantizeSettings, quantize_checkpoint
-from lighthead_edge.export.testing import ExportedAssets, exported_assets
+from lighthead_edge.export.testing import ExportedAssets
 from lighthead_edge.runtime.bundle import load_bundle
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
 MAX_AP_DROP = 0.02  # absolute AP; the tiny model's FP32 AP is only ~0.02, so this bounds "no collapse" mostly
 BACKENDS = ["onnxruntime", "openvino"]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> ExportedAssets:
-    """The tiny checkpoint with its 16-image synthetic val split (shared on disk with the export tests)."""
-    return exported_assets(tmp_path_factory.getbasetemp() / "exported", CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
