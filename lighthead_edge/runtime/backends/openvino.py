@@ -46,22 +46,27 @@ class OpenVINOBackend:
         self.output_names = [out.get_any_name() for out in self.compiled.outputs]
         self.jobs = jobs or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
-    def _outputs(self, request: ov.InferRequest) -> Outputs:
-        # copies: a request's output tensors are overwritten by its next inference
-        return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(self.output_names)}
-
     def run(self, image: np.ndarray) -> Outputs:
         """image (ndarray[1, H, W, 3] uint8) -> outputs by name."""
         self.request.infer({0: image})
-        return self._outputs(self.request)
+        return _outputs(self.request, self.output_names)
 
     def run_many(self, images: Iterable[np.ndarray]) -> Iterator[Outputs]:
         """Outputs of every image, in order, with up to ``jobs`` requests in flight."""
         queue = ov.AsyncInferQueue(self.compiled, self.jobs)
         results: dict[int, Outputs] = {}
-        queue.set_callback(lambda request, index: results.__setitem__(index, self._outputs(request)))
+        names = self.output_names
+        # The callback must not hold ``self``: OpenVINO may free it on one of its own stream threads, and if that
+        # dropped the last reference to this backend, the compiled model's executor would join the very thread it
+        # runs on (std::system_error -> abort; seen in the test suite, gdb backtrace in the compression issue).
+        queue.set_callback(lambda request, index: results.__setitem__(index, _outputs(request, names)))
         for batch in chunks(images, 2 * self.jobs):
             for index, image in enumerate(batch):
                 queue.start_async({0: image}, index)
             queue.wait_all()
             yield from (results.pop(index) for index in range(len(batch)))
+
+
+def _outputs(request: ov.InferRequest, names: list[str]) -> Outputs:
+    # copies: a request's output tensors are overwritten by its next inference
+    return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(names)}
