@@ -119,3 +119,35 @@ def test_bad_wheels(tmp_path):
         prepare_neon(tmp_path / "out", wheel=empty, progress=False)
     with pytest.raises(DataError, match="overlap < tile"):
         prepare_neon(tmp_path / "out", wheel=junk, tile=64, overlap=64, progress=False)
+
+
+def test_holdout_strip_is_an_in_domain_split_no_training_tile_sees(tmp_path, fake_wheel):
+    # holdout 0.3 cuts YELL_A (112 rows) at y = 78 and YELL_B (40 rows) at y = 28. C (rows 80-100) lies below the cut,
+    # so it is held out; of the partitioning held-out tiles (x 0/64/128, y 78) only (64, 78) keeps it (60% inside).
+    out = prepare_neon(tmp_path / "out", wheel=fake_wheel, tile=64, overlap=16, holdout=0.3, progress=False)
+    assert out["num_holdout_images"] == 1 and out["num_holdout_boxes"] == 1 and out["num_val_boxes"] == 4
+    held = json.loads(Path(out["holdout"]).read_text())
+    (image,) = held["images"]
+    assert (image["source"], *image["offset_xy"], image["height"], image["width"]) == (YELL_A, 64, 78, 34, 64)
+    assert [a["bbox"] for a in held["annotations"]] == [[0, 2, 12, 20]]
+    crop = cv2.imread(str(tmp_path / "out" / image["file_name"]))
+    np.testing.assert_array_equal(crop, _image(0, (112, 160))[78:112, 64:128])
+
+    # training tiles stop at the cut (the last row of windows flush with it, at y = 14) and never hold C
+    train = json.loads(Path(out["train"]).read_text())
+    cut = {YELL_A: 78, YELL_B: 28}
+    tiles = {(im["source"], *im["offset_xy"]): im for im in train["images"]}
+    assert set(tiles) == {(YELL_A, 0, 0), (YELL_A, 48, 0), (YELL_A, 0, 14), (YELL_A, 48, 14), (YELL_B, 0, 0)}
+    assert all(im["offset_xy"][1] + im["height"] <= cut[im["source"]] for im in train["images"])
+    assert out["num_train_boxes"] == 7  # A and B from the overlapping windows, YELL_B's crown; never C
+
+    # without --holdout the split is gone again, so a stale holdout.json can't overlap the new training tiles
+    again = prepare_neon(tmp_path / "out", wheel=fake_wheel, tile=64, overlap=16, progress=False)
+    assert "holdout" not in again and not (tmp_path / "out" / "holdout.json").exists()
+
+
+def test_holdout_errors(tmp_path, fake_wheel):
+    with pytest.raises(DataError, match=r"0 <= holdout <= 0.5.*got 0.9"):
+        prepare_neon(tmp_path / "out", wheel=fake_wheel, holdout=0.9, progress=False)
+    with pytest.raises(DataError, match="holds no crowns; pass a larger --holdout"):
+        prepare_neon(tmp_path / "out", wheel=fake_wheel, tile=64, overlap=16, holdout=0.05, progress=False)
