@@ -206,52 +206,81 @@ def _op_times(events: list[dict], runs: int) -> dict[str, float]:
     return dict(sorted(((k, round(v, 3)) for k, v in totals.items()), key=lambda kv: -kv[1]))
 
 
-def _with_outputs(model, names: Sequence[str]):
-    """A copy of ``model`` that also outputs the float tensors ``names`` (for comparing activations)."""
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    have = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in have:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return copy
+def quantized_nodes(fp32, int8, op_types: Sequence[str] = COMPUTE_OP_TYPES) -> list[str]:
+    """Names of the ``op_types`` nodes that read a dequantized input in the QDQ model ``int8`` (graph order)."""
+    dq_outputs = {o for n in int8.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    names = {n.name for n in int8.graph.node if any(i in dq_outputs for i in n.input)}
+    return [n for n in quantizable_nodes(fp32, op_types) if n in names]
 
 
-def _activations(model, names: Sequence[str], inputs: Sequence[np.ndarray]) -> dict[str, list[np.ndarray]]:
-    import onnxruntime as ort
+def float_variant(fp32, int8, names: Iterable[str]):
+    """A copy of the QDQ model ``int8`` in which the nodes ``names`` read FP32 inputs, as if excluded from quantization.
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(_with_outputs(model, names).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])  # fmt: skip
-    feed_name = session.get_inputs()[0].name
-    values: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for x in inputs:
-        for name, value in zip(names, session.run(list(names), {feed_name: x}), strict=True):
-            values[name].append(value.astype(np.float32).ravel())
-    return values
-
-
-def _cosine_error(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    x, y = np.concatenate(a), np.concatenate(b)
-    return float(1.0 - x @ y / max(1e-12, float(np.linalg.norm(x) * np.linalg.norm(y))))
-
-
-def layer_sensitivity(fp32_path: str | Path, int8_path: str | Path, inputs: Sequence[np.ndarray]) -> dict[str, float]:
-    """How much error each quantized compute node adds: 1 - cosine of its output against FP32, minus that of its input.
-
-    The difference isolates a layer's own quantization error from the error it inherits, so the ranking points at
-    the layers worth keeping in float (most sensitive first).
+    Each such input is the FP32 model's own tensor: the float activation the QuantizeLinear read (with the ReLU / Clip
+    that ORT folded into the quantization range put back), or the float weight (copied in). Q/DQ nodes left without
+    a consumer are dropped. No re-calibration is needed, so trying each layer in float costs one inference session,
+    not one quantization run. ``fp32`` is the model as quantized (after :func:`fold_initializer_identities`).
     """
     import onnx
 
-    fp32, int8 = onnx.load(str(fp32_path)), onnx.load(str(int8_path))
-    nodes = [n for n in fp32.graph.node if n.name in set(quantizable_nodes(fp32))]
-    in_int8 = {t for n in int8.graph.node for t in n.output} | {i.name for i in int8.graph.input}
-    tensors = sorted({t for n in nodes for t in (n.input[0], n.output[0]) if t in in_int8})
-    a, b = _activations(fp32, tensors, inputs), _activations(int8, tensors, inputs)
-    err = {t: _cosine_error(a[t], b[t]) for t in tensors}
-    scores = {n.name: err.get(n.output[0], 0.0) - err.get(n.input[0], 0.0) for n in nodes}
-    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+    model = onnx.ModelProto()
+    model.CopyFrom(int8)
+    wanted = set(names)
+    reference = {n.name: n for n in fp32.graph.node if n.name in wanted}
+    missing = wanted - set(reference) - {n.name for n in model.graph.node}
+    if missing:
+        raise ValueError(f"no node named {sorted(missing)} in the model")
+    float_inits = {t.name: t for t in fp32.graph.initializer}
+    fp32_producer = {o: n for n in fp32.graph.node for o in n.output}
+    int8_producer = {o: n for n in model.graph.node for o in n.output}
+    have = {t.name for t in model.graph.initializer}
+    restored: dict[str, onnx.NodeProto] = {}  # activation tensor -> the ReLU / Clip put back in front of it
+    order: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        ref = reference.get(node.name)
+        for i, (now, was) in enumerate(zip(node.input, ref.input, strict=True) if ref is not None else ()):
+            if was in float_inits and now in int8_producer:
+                # a dequantized weight or bias; ORT names a bias's DequantizeLinear output like the float bias
+                name = f"{was}_float"
+                if name not in have:
+                    tensor = onnx.TensorProto()
+                    tensor.CopyFrom(float_inits[was])
+                    tensor.name = name
+                    model.graph.initializer.append(tensor)
+                    have.add(name)
+                node.input[i] = name
+            elif now != was:
+                act, made = fp32_producer.get(was), int8_producer.get(was)
+                if act is not None and made is not None and act.op_type != made.op_type:
+                    # ORT folded this ReLU / Clip into the QuantizeLinear range of its producer, which now writes
+                    # `was` itself, unclamped: put the activation back in float, once, in front of its first reader
+                    if was not in restored:
+                        back = onnx.NodeProto()
+                        back.CopyFrom(act)
+                        back.name, back.input[0], back.output[0] = f"{act.name}_float", was, f"{was}_float"
+                        restored[was] = back
+                        order.append(back)
+                    node.input[i] = restored[was].output[0]
+                else:
+                    node.input[i] = was  # the float activation the QuantizeLinear read
+        order.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(order)
+    _drop_dead_nodes(model)
+    return model
+
+
+def _drop_dead_nodes(model) -> None:
+    """Remove nodes (and then initializers) that nothing reads, until none is left."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {i for n in model.graph.node for i in n.input} | outputs
+        dead = [n for n in model.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    read = {i for n in model.graph.node for i in n.input}
+    unused = [t for t in model.graph.initializer if t.name not in read]
+    for t in unused:
+        model.graph.initializer.remove(t)

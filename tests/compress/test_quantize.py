@@ -158,15 +158,67 @@ def test_interleaved_timings_spread_a_slow_spell_over_all_variants(monkeypatch) 
     assert clock["calls"] == 2 * (2 + 24 + 4)  # warm-up, timed runs, one untimed call after each switch
 
 
-def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
-    """Accuracy control's mechanism: the most sensitive layers by :func:`layer_sensitivity` are kept float."""
+def test_float_variant_reads_fp32_inputs_without_requantizing(assets: ExportedAssets, run: QuantizeRun) -> None:
+    """Accuracy control's ranking probe: a layer of the INT8 graph made to read FP32 inputs, with no re-calibration."""
+    import onnxruntime as ort
+
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
-    from lighthead_edge.compress.quantize_ort import OrtQuantSettings, layer_sensitivity, qdq_inputs, quantize_onnx
+    from lighthead_edge.compress.quantize_ort import float_variant, fold_initializer_identities, quantized_nodes
+
+    fp32 = fold_initializer_identities(onnx.load(str(run.bundle / "model.onnx")))
+    int8 = onnx.load(str(run.bundle / "model_int8.onnx"))
+    names = quantized_nodes(fp32, int8)
+    assert len(names) >= 10 and all(
+        n.startswith(("/backbone/", "/rpn_head/", "/thin_head/", "/roi_heads/")) for n in names
+    ), names
+
+    # one layer: it reads the float activation and the FP32 weight; every other node is untouched
+    one = float_variant(fp32, int8, [names[3]])
+    node = next(n for n in one.graph.node if n.name == names[3])
+    ref = next(n for n in fp32.graph.node if n.name == names[3])
+    inits = {t.name: t for t in one.graph.initializer}
+    made = {o: n for n in one.graph.node for o in n.output}
+    was = {o: n for n in fp32.graph.node for o in n.output}
+    assert made[node.input[0]].op_type == was[ref.input[0]].op_type != "DequantizeLinear"  # the Clip ORT had folded
+    assert all(inits[i].data_type == onnx.TensorProto.FLOAT for i in node.input[1:])
+    fp32_inits = {t.name: t for t in fp32.graph.initializer}
+    for mine, theirs in zip(node.input[1:], ref.input[1:], strict=True):
+        np.testing.assert_array_equal(
+            onnx.numpy_helper.to_array(inits[mine]), onnx.numpy_helper.to_array(fp32_inits[theirs])
+        )
+    before = {n.name: list(n.input) for n in int8.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    after = {n.name: list(n.input) for n in one.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    assert {k for k in after if before.get(k) != after[k]} == {
+        names[3],
+        made[node.input[0]].name,
+    }  # + the Clip put back
+    assert len(one.graph.node) < len(int8.graph.node)  # its now unread Q/DQ pairs are gone
+
+    # every node that reads a dequantized tensor, in float: the FP32 model's outputs come back
+    dq = {o for n in int8.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    every = [n.name for n in int8.graph.node if any(i in dq for i in n.input)]
+    whole = float_variant(fp32, int8, every)
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in whole.graph.node)
+    x = calibration_set_for_bundle(assets.val_json, run.bundle, size=1).inputs[0]
+
+    def outputs(model) -> list[np.ndarray]:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})
+
+    for got, want in zip(outputs(whole), outputs(fp32), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no node named"):
+        float_variant(fp32, int8, ["nope"])
+
+
+def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
+    """What accuracy control does with its ranking: the layers it names are re-quantized as float."""
+    from lighthead_edge.compress.calibration import calibration_set_for_bundle
+    from lighthead_edge.compress.quantize_ort import OrtQuantSettings, qdq_inputs, quantize_onnx, quantized_nodes
 
     calib = calibration_set_for_bundle(assets.val_json, run.bundle, size=4).inputs
-    ranking = layer_sensitivity(run.bundle / "model.onnx", run.bundle / "model_int8.onnx", calib[:2])
-    assert len(ranking) >= 10 and all(np.isfinite(v) for v in ranking.values())
-    worst = list(ranking)[:2]
+    names = quantized_nodes(onnx.load(str(run.bundle / "model.onnx")), onnx.load(str(run.bundle / "model_int8.onnx")))
+    worst = names[-2:]
     settings = OrtQuantSettings(exclude=tuple(worst))
     result = quantize_onnx(run.bundle / "model.onnx", tmp_path / "x.onnx", calib, settings)
     assert result.kept_float == sorted(worst)
@@ -210,7 +262,8 @@ def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_p
                                 max_drop=-0.1, bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
     run = quantize_checkpoint(CHECKPOINT, tmp_path / "b", calib=assets.val_json, settings=settings, log=lambda m: None)
     info = run.quantization["onnxruntime/int8"]
-    assert len(info["kept_float"]) >= 2 and all("rank" in layer["why"] for layer in info["kept_float"])
+    assert len(info["kept_float"]) >= 2 and all("alone reads float inputs, rank" in layer["why"]
+                                                for layer in info["kept_float"])  # fmt: skip
     entry = load_bundle(run.bundle).artifact("onnxruntime", "int8").info["quantization"]
     assert entry["kept_float"] == [layer["name"] for layer in info["kept_float"]]
     assert "kept in float by accuracy control" in run.report.read_text()
