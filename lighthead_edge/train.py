@@ -221,7 +221,11 @@ class _Run:
         train_state = state.to_dict(self.optimizer, self.scheduler)
         save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train_state=train_state)
         shown = format_metrics(metrics) if metrics else "(not validated)"
-        self.log(f"epoch {state.epoch}/{self.epochs}  it {state.iteration}  loss {state.last_loss:.3f}  {shown}"
+        of = str(self.epochs)
+        if self.budget_s and 0 < state.epoch < self.epochs and state.seconds > 0:
+            by_time = max(state.epoch + 1, round(state.epoch * self.budget_s / state.seconds))
+            of = f"~{by_time} by time" if by_time < self.epochs else of  # e.g. prune --finetune-minutes alone
+        self.log(f"epoch {state.epoch}/{of}  it {state.iteration}  loss {state.last_loss:.3f}  {shown}"
                  + ("  * best" if improved else ""))  # fmt: skip
 
 

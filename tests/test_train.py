@@ -79,3 +79,19 @@ def test_fine_tune_from_a_checkpoint_keeps_classes(synth_set, tmp_path, tiny_con
         progress_bar=False,
     )
     assert load_checkpoint(tuned.checkpoint)[1] == classes
+
+
+def test_time_budget_ends_the_run_and_the_log_says_so(synth_set, tmp_path, tiny_config):
+    """``max_minutes`` with far more epochs than fit (prune --finetune-minutes alone): the clock ends the run."""
+    lines: list[str] = []
+    result = train(
+        train_json=synth_set["train"], val_json=None, out=tmp_path / "t.pt", model_config=tiny_config,
+        train_config=TrainConfig(epochs=100_000, batch_size=8, warmup_iters=1, max_minutes=0.02),
+        progress_bar=False, log=lines.append,
+    )  # fmt: skip
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert 1 <= len(result.history) == len(epochs) < 100_000
+    assert not any("/100000" in line for line in epochs)
+    assert len(epochs) == 1 or "by time" in epochs[0]  # an estimate of the epochs the budget allows, until the end
+    assert any("time budget of 0.02 min spent" in line for line in lines)
+    assert epochs[-1].startswith(f"epoch {len(epochs)}/{len(epochs)} ")
