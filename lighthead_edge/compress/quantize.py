@@ -272,9 +272,12 @@ def _quantize_onnxruntime(
             result = quantize_onnx(src, dst, calib, replace(s.ort, exclude=exclude))
             ap = _ort_ap(dst, items, bundle, s.val_json)
             log(f"  {k} highest-ranked layer(s) in float: AP {ap:.4f}")
-            k *= 2
-        why = "AP {:+.4f} when it alone reads float inputs, rank {} of {}; AP drop {:.4f} -> within {}"
-        info["kept_float"] = [{"name": n, "why": why.format(g, i + 1, len(ranking), base - ap, s.max_drop)}
+            if k == len(ranking):
+                break
+            k = min(2 * k, len(ranking))  # the last try keeps every ranked layer in float
+        met = "within" if base - ap <= s.max_drop else "still over"
+        why = "AP {:+.4f} when it alone reads float inputs, rank {} of {}; AP drop {:.4f} -> {} {}"
+        info["kept_float"] = [{"name": n, "why": why.format(g, i + 1, len(ranking), base - ap, met, s.max_drop)}
                               for i, (n, g) in enumerate(ranking) if n in set(result.kept_float)]  # fmt: skip
         info["accuracy_control"] = {"fp32_ap": base, "int8_ap": ap, "max_drop": s.max_drop}
     info["profile_ms"] = profile_nodes(dst, calib[0], threads=max(s.bench.threads), runs=3)
