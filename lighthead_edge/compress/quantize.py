@@ -259,7 +259,8 @@ def _quantize_onnxruntime(
     from lighthead_edge.compress.quantize_ort import profile_nodes, quantize_onnx
 
     result = quantize_onnx(src, dst, calib, s.ort)
-    info: dict[str, Any] = {"scheme": "QDQ, per-channel s8 weights (reduce_range), u8 activations, MinMax",
+    ranges = "MinMax, averaged per image" if s.ort.moving_average else "MinMax"
+    info: dict[str, Any] = {"scheme": f"QDQ, per-channel s8 weights (reduce_range), u8 activations, {ranges}",
                             "float_scope": _ort_float_scope(src), "kept_float": []}  # fmt: skip
     if s.max_drop is not None:
         items = _val_items(bundle, s.val_json)

@@ -38,12 +38,17 @@ class OrtQuantSettings:
         reduce_range: 7-bit weights, see the module docstring.
         op_types: the op types to quantize (see :data:`QUANTIZED_OP_TYPES` for why more than the compute ops).
         exclude: extra node names to keep in float (besides the float scopes), e.g. from accuracy control.
+        moving_average: activation ranges from the per-image min/max averaged over the calibration set
+            (``CalibMovingAverage``) instead of their extremes, so one outlier image does not stretch a range for all.
+            Measured AP drops against FP32, plain MinMax -> averaged: NEON held-out 1.03 -> 0.76 points, synthetic
+            0.49 -> 0.22, the pruned synthetic model 1.12 -> 1.26.
     """
 
     per_channel: bool = True
     reduce_range: bool = True
     op_types: tuple[str, ...] = QUANTIZED_OP_TYPES
     exclude: tuple[str, ...] = ()
+    moving_average: bool = True
 
 
 @dataclass
@@ -125,7 +130,8 @@ def _quantize_static(
             reduce_range=s.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
             # u8 activations keep an asymmetric zero point; s8 weights are symmetric, which the int8 GEMM needs
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           "CalibMovingAverage": s.moving_average},
         )  # fmt: skip
 
 

@@ -211,6 +211,28 @@ def test_float_variant_reads_fp32_inputs_without_requantizing(assets: ExportedAs
         float_variant(fp32, int8, ["nope"])
 
 
+def test_averaged_activation_ranges_are_never_wider_than_minmax(assets: ExportedAssets, run: QuantizeRun,
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    """The default ORT ranges average each image's min/max: inside the extremes, and narrower somewhere."""
+    from onnx import numpy_helper
+
+    from lighthead_edge.compress.calibration import calibration_set_for_bundle
+    from lighthead_edge.compress.quantize_ort import OrtQuantSettings, quantize_onnx
+
+    calib = calibration_set_for_bundle(assets.val_json, run.bundle, size=6).inputs
+    scales = {}
+    for averaged in (True, False):
+        out = tmp_path / f"{averaged}.onnx"
+        quantize_onnx(run.bundle / "model.onnx", out, calib, OrtQuantSettings(moving_average=averaged))
+        model = onnx.load(str(out))
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        scales[averaged] = {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+                            if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1}  # fmt: skip
+    assert scales[True].keys() == scales[False].keys() and len(scales[True]) >= 10
+    assert all(scales[True][k] <= scales[False][k] * (1 + 1e-6) for k in scales[True])
+    assert sum(scales[True][k] < 0.99 * scales[False][k] for k in scales[True]) >= 3
+
+
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
     """What accuracy control does with its ranking: the layers it names are re-quantized as float."""
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
