@@ -321,21 +321,25 @@ def prune(**kw) -> None:
 @click.option("--prune", "prune_ratio", default=None, type=float, help="Prune at this ratio first (needs --data).")
 @click.option("--data", "train_json", default=None, help="Training COCO json for --prune.")
 @click.option("--finetune-epochs", default=0, show_default=True, help="With --prune: fine-tuning epochs.")
+@click.option("--ort-ranges", type=click.Choice(["minmax", "averaged"]), default="minmax", show_default=True,
+              help="ONNX Runtime activation ranges: calibration extremes, or per-image min/max averaged.")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
 def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
-             threads: int, runs: int, out: str) -> None:  # fmt: skip
+             ort_ranges: str, threads: int, runs: int, out: str) -> None:  # fmt: skip
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
     from lighthead_edge.compress.bench import BenchSettings
     from lighthead_edge.compress.calibration import Selection
     from lighthead_edge.compress.quantize import QuantizeSettings, parse_backends, quantize_checkpoint
+    from lighthead_edge.compress.quantize_ort import OrtQuantSettings
 
     settings = QuantizeSettings(
         backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
         max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
         bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
+        ort=OrtQuantSettings(moving_average=ort_ranges == "averaged"),
     )  # fmt: skip
     run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:

@@ -213,7 +213,7 @@ def test_float_variant_reads_fp32_inputs_without_requantizing(assets: ExportedAs
 
 def test_averaged_activation_ranges_are_never_wider_than_minmax(assets: ExportedAssets, run: QuantizeRun,
                                                                  tmp_path: Path) -> None:  # fmt: skip
-    """The default ORT ranges average each image's min/max: inside the extremes, and narrower somewhere."""
+    """``--ort-ranges averaged`` averages each image's min/max: inside the extremes, and narrower somewhere."""
     from onnx import numpy_helper
 
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
@@ -264,6 +264,20 @@ def test_cli_quantize_with_only_calib(assets: ExportedAssets, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert f"bundle: {out}" in result.stdout and f"report: {out / 'report.md'}" in result.stdout
     assert {a.key for a in load_bundle(out).artifacts} >= {"onnxruntime/int8", "openvino/int8"}
+
+
+def test_cli_ort_ranges_reach_the_quantizer(assets: ExportedAssets, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lighthead_edge.cli import cli
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, ["quantize", str(CHECKPOINT), "--calib", str(assets.val_json), "--calib-size", "4",
+                                      "--backend", "onnxruntime", "--ort-ranges", "averaged", "--runs", "1",
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = load_bundle(out).artifact("onnxruntime", "int8").info["quantization"]
+    assert info["scheme"].endswith("u8 activations, MinMax, averaged per image")
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
