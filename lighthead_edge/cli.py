@@ -321,8 +321,9 @@ def prune(**kw) -> None:
 @click.option("--prune", "prune_ratio", default=None, type=float, help="Prune at this ratio first (needs --data).")
 @click.option("--data", "train_json", default=None, help="Training COCO json for --prune.")
 @click.option("--finetune-epochs", default=0, show_default=True, help="With --prune: fine-tuning epochs.")
-@click.option("--ort-ranges", type=click.Choice(["minmax", "averaged"]), default="minmax", show_default=True,
-              help="ONNX Runtime activation ranges: calibration extremes, or per-image min/max averaged.")  # fmt: skip
+@click.option("--ort-ranges", type=click.Choice(["auto", "minmax", "averaged"]), default="auto", show_default=True,
+              help="ONNX Runtime activation ranges: calibration extremes, per-image min/max averaged, or auto "
+                   "(with --val both, keeping the higher AP; else minmax).")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
@@ -332,14 +333,13 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
     from lighthead_edge.compress.bench import BenchSettings
     from lighthead_edge.compress.calibration import Selection
-    from lighthead_edge.compress.quantize import QuantizeSettings, parse_backends, quantize_checkpoint
-    from lighthead_edge.compress.quantize_ort import OrtQuantSettings
+    from lighthead_edge.compress.quantize import OrtRanges, QuantizeSettings, parse_backends, quantize_checkpoint
 
     settings = QuantizeSettings(
         backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
         max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
         bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
-        ort=OrtQuantSettings(moving_average=ort_ranges == "averaged"),
+        ort_ranges=OrtRanges(ort_ranges),
     )  # fmt: skip
     run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:

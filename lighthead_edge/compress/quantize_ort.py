@@ -39,10 +39,8 @@ class OrtQuantSettings:
         op_types: the op types to quantize (see :data:`QUANTIZED_OP_TYPES` for why more than the compute ops).
         exclude: extra node names to keep in float (besides the float scopes), e.g. from accuracy control.
         moving_average: activation ranges from the per-image min/max averaged over the calibration set
-            (``CalibMovingAverage``) instead of their extremes (``quantize --ort-ranges averaged``). Measured AP drops
-            against FP32, extremes -> averaged: NEON held-out 1.03 -> 0.76 points, synthetic 0.49 -> 0.22, the pruned
-            synthetic model 1.12 -> 1.26. On that pruned model accuracy control then needed 49 layers in float for
-            <= 0.5 points, against 8 with the extremes, so the extremes stay the default.
+            (``CalibMovingAverage``) instead of their extremes. ``quantize`` sets it from ``--ort-ranges``
+            (:class:`~lighthead_edge.compress.quantize.OrtRanges`, whose docstring has the measured effect).
     """
 
     per_channel: bool = True

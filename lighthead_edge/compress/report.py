@@ -66,9 +66,13 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += _thread_table(report)
     for key, info in report.get("quantization", {}).items():
-        lines += ["", f"## {key}", "", f"- calibration: {info.get('calibration', '?')}",
+        lines += ["", f"## {key}", "", f"- scheme: {info.get('scheme', '?')}",
+                  f"- calibration: {info.get('calibration', '?')}",
                   f"- kept in float by scope (RoI coordinates, decoding, NMS, softmax): {info.get('float_scope', 0)} "
                   "nodes"]  # fmt: skip
+        if info.get("ranges", {}).get("val_ap"):
+            tried = ", ".join(f"{name} {ap:.4f}" for name, ap in info["ranges"]["val_ap"].items())
+            lines.append(f"- activation ranges: {info['ranges']['used']} ({info['ranges']['setting']}; val AP {tried})")
         for layer in info.get("kept_float", []):
             lines.append(f"- kept in float by accuracy control: `{layer['name']}` ({layer['why']})")
         if info.get("profile_ms"):

@@ -233,6 +233,21 @@ def test_averaged_activation_ranges_are_never_wider_than_minmax(assets: Exported
     assert sum(scales[True][k] < 0.99 * scales[False][k] for k in scales[True]) >= 3
 
 
+def test_auto_ranges_keep_the_setting_with_the_higher_val_ap(run: QuantizeRun) -> None:
+    """``--ort-ranges auto`` with ``--val``: both settings quantized and scored, the better one is the artifact."""
+    ranges = run.quantization["onnxruntime/int8"]["ranges"]
+    tried = ranges["val_ap"]
+    assert ranges["setting"] == "auto" and set(tried) == {"minmax", "averaged"}
+    best = "averaged" if tried["averaged"] > tried["minmax"] else "minmax"
+    assert ranges["used"] == best
+    scheme = load_bundle(run.bundle).artifact("onnxruntime", "int8").info["quantization"]["scheme"]
+    assert scheme.endswith("MinMax, averaged per image") == (best == "averaged")
+    # the artifact in the bundle is the one that was scored: the report measures the same AP through the runtime
+    assert run.results["onnxruntime/int8"]["coco"]["AP"] == pytest.approx(tried[best], abs=1e-3)
+    assert f"activation ranges: {best} (auto; val AP minmax" in run.report.read_text()
+    assert not list(run.bundle.glob("model_int8.*.onnx"))  # the loser is gone
+
+
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
     """What accuracy control does with its ranking: the layers it names are re-quantized as float."""
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
@@ -263,7 +278,10 @@ def test_cli_quantize_with_only_calib(assets: ExportedAssets, tmp_path: Path) ->
                                       "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"bundle: {out}" in result.stdout and f"report: {out / 'report.md'}" in result.stdout
-    assert {a.key for a in load_bundle(out).artifacts} >= {"onnxruntime/int8", "openvino/int8"}
+    bundle = load_bundle(out)
+    assert {a.key for a in bundle.artifacts} >= {"onnxruntime/int8", "openvino/int8"}
+    # no --val: auto ranges cannot score anything, so the calibration extremes are used
+    assert bundle.artifact("onnxruntime", "int8").info["quantization"]["scheme"].endswith("activations, MinMax")
 
 
 def test_cli_ort_ranges_reach_the_quantizer(assets: ExportedAssets, tmp_path: Path) -> None:
