@@ -83,19 +83,26 @@ def _stats(times: list[float]) -> dict[str, float]:
 
 def bundle_latencies(bundle, artifacts: Sequence, settings: BenchSettings) -> dict[str, dict[str, dict]]:
     """Latency of every artifact at every thread count, all timed interleaved -> ``{key: {threads: stats}}``."""
+    return latencies({artifact.key: (bundle, artifact) for artifact in artifacts}, settings)
+
+
+def latencies(variants: dict[str, tuple[Any, Any]], settings: BenchSettings) -> dict[str, dict[str, dict]]:
+    """``{name: (bundle, artifact)}`` -> ``{name: {threads: stats}}``, every variant and thread count timed in one
+    interleaved schedule, so that variants of different bundles (pruned against unpruned) compare like those of one.
+    Each variant runs on its own bundle's :func:`bench_frame`."""
     from lighthead_edge.runtime.detector import Detector
 
-    image = bench_frame(bundle, settings.val_json)
     fns = {}
-    for artifact in artifacts:
+    for name, (bundle, artifact) in variants.items():
+        image = bench_frame(bundle, settings.val_json)
         for threads in settings.threads:
             detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
-            fns[f"{artifact.key}@{threads}"] = lambda d=detector: d.infer(image)
+            fns[f"{name}@{threads}"] = lambda d=detector, x=image: d.infer(x)
     measured = interleaved_timings(fns, settings.runs, settings.warmup, settings.rounds)
     out: dict[str, dict[str, dict]] = {}
-    for name, stats in measured.items():
-        key, threads = name.rsplit("@", 1)
-        out.setdefault(key, {})[threads] = stats
+    for key, stats in measured.items():
+        name, threads = key.rsplit("@", 1)
+        out.setdefault(name, {})[threads] = stats
     return out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lighthead_edge.cli import cli
+from lighthead_edge.compress.bench import latencies
 from lighthead_edge.errors import ConfigError, DataError
 from lighthead_edge.export.testing import ExportedAssets
 
@@ -59,6 +60,13 @@ def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tm
     spec = importlib.util.spec_from_file_location("bench_compress", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    schedules = []
+
+    def recorded(variants, settings):  # the real timing, with a note of which variants shared one schedule
+        schedules.append(sorted(variants))
+        return latencies(variants, settings)
+
+    module.latencies = recorded
     data = str(assets.val_json)
     code = module.main(["--checkpoint", str(CHECKPOINT), "--data", data, "--val", data, "--prune", "0.5",
                         "--calib-size", "8", "--threads", "1", "--runs", "2", "--out", str(tmp_path)])  # fmt: skip
@@ -69,3 +77,7 @@ def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tm
     assert expected <= set(results)
     assert all(results[key]["ratios"]["vs_torch"] > 0 for key in expected)
     assert "| openvino/pruned-int8 |" in capsys.readouterr().out
+    # the pruned rows' ratios are against the unpruned FP32: both were timed in the same interleaved schedule
+    together = [s for s in schedules if "openvino/fp32" in s and "openvino/pruned-int8" in s]
+    assert len(together) == 1 and not any(k.endswith("fp16") for k in together[0])
+    assert all(results[k]["latency_ms"]["1"]["p50"] > 0 for k in together[0])
