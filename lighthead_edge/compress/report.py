@@ -72,7 +72,8 @@ def markdown(report: dict[str, Any]) -> str:
                   "nodes"]  # fmt: skip
         if info.get("ranges", {}).get("val_ap"):
             tried = ", ".join(f"{name} {ap:.4f}" for name, ap in info["ranges"]["val_ap"].items())
-            lines.append(f"- activation ranges: {info['ranges']['used']} ({info['ranges']['setting']}; val AP {tried})")
+            r = info["ranges"]
+            lines.append(f"- activation ranges: {r['used']} ({r['setting']}: {r.get('why', '')}; val AP {tried})")
         for layer in info.get("kept_float", []):
             lines.append(f"- kept in float by accuracy control: `{layer['name']}` ({layer['why']})")
         if info.get("profile_ms"):

@@ -244,7 +244,7 @@ def test_auto_ranges_keep_the_setting_with_the_higher_val_ap(run: QuantizeRun) -
     assert scheme.endswith("MinMax, averaged per image") == (best == "averaged")
     # the artifact in the bundle is the one that was scored: the report measures the same AP through the runtime
     assert run.results["onnxruntime/int8"]["coco"]["AP"] == pytest.approx(tried[best], abs=1e-3)
-    assert f"activation ranges: {best} (auto; val AP minmax" in run.report.read_text()
+    assert f"activation ranges: {best} (auto: the higher val AP; val AP minmax" in run.report.read_text()
     assert not list(run.bundle.glob("model_int8.*.onnx"))  # the loser is gone
 
 
@@ -319,6 +319,7 @@ def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_p
     assert len(info["kept_float"]) >= 2 and all("alone reads float inputs, rank" in layer["why"]
                                                 for layer in info["kept_float"])  # fmt: skip
     assert "still over -0.1" in info["kept_float"][0]["why"]  # unreachable: it says so instead of "within"
+    assert info["ranges"]["used"] == "minmax" and set(info["ranges"]["val_ap"]) == {"minmax", "averaged"}
     entry = load_bundle(run.bundle).artifact("onnxruntime", "int8").info["quantization"]
     assert entry["kept_float"] == [layer["name"] for layer in info["kept_float"]]
     assert "kept in float by accuracy control" in run.report.read_text()
