@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from lighthead_edge.errors import ConfigError, LightheadError
+from lighthead_edge.runtime.isa import ISAS
 
 
 def _echo(msg: str) -> None:
@@ -324,12 +325,14 @@ def prune(**kw) -> None:
 @click.option("--ort-ranges", type=click.Choice(["auto", "minmax", "averaged"]), default="auto", show_default=True,
               help="ONNX Runtime activation ranges: calibration extremes, per-image min/max averaged, or auto "
                    "(with --val both, keeping the higher AP; else minmax).")  # fmt: skip
+@click.option("--keep-float", multiple=True, metavar="NAME",
+              help="Keep the layers whose node names contain NAME in float (repeatable), e.g. roi_heads/head/fc/.")
 @click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
 def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
-             ort_ranges: str, threads: int, runs: int, out: str) -> None:  # fmt: skip
+             ort_ranges: str, keep_float: tuple[str, ...], threads: int, runs: int, out: str) -> None:  # fmt: skip
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
     from lighthead_edge.compress.bench import BenchSettings
     from lighthead_edge.compress.calibration import Selection
@@ -339,7 +342,7 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
         backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
         max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
         bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
-        ort_ranges=OrtRanges(ort_ranges),
+        ort_ranges=OrtRanges(ort_ranges), keep_float=tuple(keep_float),
     )  # fmt: skip
     run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:
@@ -358,9 +361,19 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts for latency.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
 @click.option("--out", default=None, help="Folder for report.md/json/png [default: the bundle, or beside model.pt].")
-def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | None) -> None:
+@click.option(
+    "--isa",
+    type=click.Choice(list(ISAS)),
+    default="native",
+    show_default=True,
+    help="Cap OpenVINO's oneDNN kernels at this ISA, to measure an older CPU (e.g. avx2) on this one.",
+)
+def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | None, isa: str) -> None:
     """Measure every variant of MODEL (a bundle folder, or a model.pt: torch eager FP32) and write a report."""
     from lighthead_edge.compress.bench import BenchSettings, bench_model
+    from lighthead_edge.runtime.isa import cap_isa
+
+    cap_isa(isa)  # before anything compiles an OpenVINO model in this process
 
     try:
         counts = tuple(int(t) for t in threads.split(",") if t.strip())
@@ -368,7 +381,8 @@ def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | 
         counts = ()
     if not counts or min(counts) < 1:
         raise ConfigError(f"--threads wants thread counts like 1,2; got {threads!r}")
-    report = bench_model(model, BenchSettings(threads=counts, runs=runs, val_json=val_json), out=out, log=_echo)
+    settings = BenchSettings(threads=counts, runs=runs, val_json=val_json, isa=isa)
+    report = bench_model(model, settings, out=out, log=_echo)
     click.echo(f"report: {report}")
 
 

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --data train.json --val val.json --calib frames/
     .venv/bin/python scripts/bench_compress.py --no-prune --threads 2 --runs 10 --out runs/bench_compress
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --pruned pruned.pt --val val.json --calib frames/
+    .venv/bin/python scripts/bench_compress.py ... --isa avx2 --keep-float roi_heads/head/fc/   # an AVX2-only CPU
 
 ``--pruned`` takes a model that ``lighthead-edge prune`` already pruned and fine-tuned (fine-tuning to recover the
 accuracy takes longer than a benchmark should), instead of pruning here with ``--prune`` / ``--finetune-epochs``.
@@ -27,6 +28,7 @@ from lighthead_edge.compress.bench import BenchSettings, latencies, measure_torc
 from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
 from lighthead_edge.compress.report import add_ratios, write_report
 from lighthead_edge.export.bundle import _host
+from lighthead_edge.runtime.isa import ISAS, cap_isa
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +45,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--calib-size", type=int, default=100)
     p.add_argument("--out", default="runs/bench_compress")
+    p.add_argument(
+        "--isa",
+        default="native",
+        choices=list(ISAS),
+        help="cap OpenVINO's oneDNN kernels at this ISA, to measure an older CPU here [native]",
+    )
     return p.parse_args(argv)
 
 
@@ -64,6 +72,7 @@ def _default_model(out: Path) -> tuple[Path, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    cap_isa(args.isa)  # before anything compiles an OpenVINO model in this process
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint, train, val = (Path(args.checkpoint), args.data, args.val) if args.checkpoint else _default_model(out)
@@ -71,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if calib is None:
         sys.exit("give --calib (or --data, whose images are used)")
     bench = BenchSettings(threads=tuple(int(t) for t in args.threads.split(",")), runs=args.runs,
-                          val_json=str(val) if val else None)  # fmt: skip
-    common = {"calib_size": args.calib_size, "val_json": bench.val_json, "bench": bench}
+                          val_json=str(val) if val else None, isa=args.isa)  # fmt: skip
+    common = {
+        "calib_size": args.calib_size,
+        "val_json": bench.val_json,
+        "bench": bench,
+        "keep_float": tuple(args.keep_float),
+    }
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     results = {"torch/fp32": measure_torch(checkpoint, bench, _input_size(checkpoint))}
     plain = quantize_checkpoint(checkpoint, out / "bundle", calib=calib, settings=QuantizeSettings(**common), log=log)
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         row["ratios"]["vs_torch"] = add_ratios({key: results[key], **{"torch/fp32": results["torch/fp32"]}}, threads,
                                                "torch/fp32")[key]["ratios"].get("latency_p50")  # fmt: skip
     report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": bench.val_json,
-              "results": table, "quantization": plain.quantization}  # fmt: skip
+              "isa": args.isa, "results": table, "quantization": plain.quantization}  # fmt: skip
     print(f"report: {write_report(out, report)}")
     print((out / "report.md").read_text())
     if args.pruned:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lighthead_edge.data.transforms import letterbox, read_image
+from lighthead_edge.runtime.isa import check_cap, kernel_isas
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class BenchSettings:
             bundle are interleaved, so a slow spell of a shared host hits every variant alike instead of one.
         throughput_frames: frames pushed through the async pipeline for frames per second.
         val_json: a COCO json for AP/AP50 (optional).
+        isa: the ISA OpenVINO's oneDNN kernels were capped at (:func:`~lighthead_edge.runtime.isa.cap_isa`, which
+            the caller runs before OpenVINO starts); every OpenVINO variant is checked to really run under it.
     """
 
     threads: tuple[int, ...] = (2,)
@@ -39,6 +42,7 @@ class BenchSettings:
     throughput_frames: int = 24
     val_json: str | None = None
     rounds: int = 4
+    isa: str = "native"
 
 
 def timings(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
@@ -97,6 +101,8 @@ def latencies(variants: dict[str, tuple[Any, Any]], settings: BenchSettings) -> 
         image = bench_frame(bundle, settings.val_json)
         for threads in settings.threads:
             detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
+            if artifact.backend.value == "openvino":
+                check_cap(detector.engine.compiled, settings.isa)
             fns[f"{name}@{threads}"] = lambda d=detector, x=image: d.infer(x)
     measured = interleaved_timings(fns, settings.runs, settings.warmup, settings.rounds)
     out: dict[str, dict[str, dict]] = {}
@@ -132,6 +138,8 @@ def measure_artifact(bundle, artifact, settings: BenchSettings, latency: dict[st
     image = bench_frame(bundle, settings.val_json)
     out: dict[str, Any] = {"size_bytes": size_on_disk(bundle.root, artifact.files), "latency_ms": dict(latency)}
     fast = Detector(bundle, artifact.backend, precision=artifact.precision, hint="throughput")
+    if artifact.backend.value == "openvino":
+        out["kernels"] = kernel_isas(fast.engine.compiled)  # which ISA the figures are of (see runtime/isa.py)
     frames = [image[0]] * settings.throughput_frames
     list(fast.stream(frames[: fast.engine.jobs]))  # warm every request before timing
     start = time.perf_counter()
@@ -216,6 +224,7 @@ def bench_model(
             baseline, folder = "torch/fp32", Path(out or model.parent)
         folder.mkdir(parents=True, exist_ok=True)
         report = {"model": model.name, "host": _host(), "threads": threads, "val_data": settings.val_json,
+                  "isa": settings.isa,
                   "baseline": baseline or "each backend FP32",
                   "results": add_ratios(results, threads, baseline)}  # fmt: skip
         return write_report(folder, report)

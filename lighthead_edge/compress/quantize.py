@@ -72,6 +72,8 @@ class QuantizeSettings:
         prune_ratio, train_json, finetune_epochs: prune the model first (:func:`prune_checkpoint`).
         bench: what the report measures.
         ort_ranges: ONNX Runtime activation ranges (:class:`OrtRanges`); it sets ``ort.moving_average``.
+        keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
+            e.g. ``roi_heads/head/fc/`` for the fc-2048, whose INT8 kernel is slower than FP32 on AVX2-only CPUs.
         ort, ov: the backends' quantizer settings.
     """
 
@@ -85,6 +87,7 @@ class QuantizeSettings:
     finetune_epochs: int = 0
     bench: BenchSettings = field(default_factory=BenchSettings)
     ort_ranges: OrtRanges = OrtRanges.AUTO
+    keep_float: tuple[str, ...] = ()
     ort: OrtQuantSettings = field(default_factory=OrtQuantSettings)
     ov: OvQuantSettings = field(default_factory=OvQuantSettings)
 
@@ -173,12 +176,44 @@ def _quantize_backend(
     """Write one backend's INT8 artifact into the bundle -> (manifest entry, report info)."""
     src, dst = bundle.root / FP32_FILES[backend], bundle.root / INT8_FILES[backend][0]
     log(f"quantizing {backend.value} to INT8 on {len(calib)} calibration images")
+    forced = _keep_float_names(src, backend, s.keep_float)
     if backend is Backend.ONNXRUNTIME:
+        s = replace(s, ort=replace(s.ort, exclude=(*s.ort.exclude, *forced)))
         info = _quantize_onnxruntime(bundle, src, dst, calib, s, log)
     else:
+        s = replace(s, ov=replace(s.ov, exclude=(*s.ov.exclude, *forced)))
         info = _quantize_openvino(bundle, src, dst, calib, s, log)
+    info["kept_float"] = [{"name": n, "why": "--keep-float"} for n in forced] + info.get("kept_float", [])
     quant = {"scheme": info["scheme"], "kept_float": [k["name"] for k in info.get("kept_float", [])]}
     return _entry(bundle, backend, {"quantization": quant}), info
+
+
+def _keep_float_names(src: Path, backend: Backend, patterns: Sequence[str]) -> list[str]:
+    """The quantizable layers of the FP32 artifact ``src`` whose names contain one of ``patterns``; a pattern that
+    names none is an error that lists what there is."""
+    if not patterns:
+        return []
+    if backend is Backend.ONNXRUNTIME:
+        import onnx
+
+        from lighthead_edge.compress.quantize_ort import fold_initializer_identities, quantizable_nodes
+
+        names = quantizable_nodes(fold_initializer_identities(onnx.load(str(src))))
+    else:
+        import openvino as ov
+
+        from lighthead_edge.compress.quantize_ov import quantizable_ops
+
+        names = quantizable_ops(ov.Core().read_model(str(src)))
+    chosen = []
+    for pattern in patterns:
+        hits = [n for n in names if pattern in n]
+        if not hits:
+            heads = sorted({n.rsplit("/", 2)[0] for n in names})
+            raise ConfigError(f"--keep-float {pattern!r} names no quantizable {backend.value} layer; they are under "
+                              f"{', '.join(heads[:8])}{', ...' if len(heads) > 8 else ''}")  # fmt: skip
+        chosen += [n for n in hits if n not in chosen]
+    return chosen
 
 
 def _measure_and_report(
@@ -190,7 +225,7 @@ def _measure_and_report(
     results = measure_bundle(bundle, s.bench, log)
     threads = str(s.bench.threads[-1])
     results = add_ratios(results, threads)
-    report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": s.val_json,
+    report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": s.val_json, "isa": s.bench.isa,
               "pruned": s.prune_ratio, "results": results, "quantization": quantization}  # fmt: skip
     _add(bundle.root, [], {"threads": int(threads), "host": report["host"], "results": results})
     return results, write_report(bundle.root, report)
@@ -325,7 +360,7 @@ def _quantize_onnxruntime(
         k, kept = 1, set()
         while base - ap > s.max_drop and k <= len(ranking):
             exclude = tuple(name for name, _ in ranking[:k])
-            kept = set(quantize_onnx(src, dst, calib, replace(ort, exclude=exclude)).kept_float)
+            kept = set(quantize_onnx(src, dst, calib, replace(ort, exclude=(*ort.exclude, *exclude))).kept_float)
             ap = _ort_ap(dst, items, bundle, s.val_json)
             log(f"  {k} highest-ranked layer(s) in float: AP {ap:.4f}")
             if k == len(ranking):

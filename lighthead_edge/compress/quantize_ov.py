@@ -27,11 +27,13 @@ class OvQuantSettings:
         preset: ``"performance"`` (symmetric activations: fastest on CPU) or ``"mixed"`` (asymmetric activations).
         overflow_fix: NNCF's AVX2 overflow fix, see the module docstring.
         fast_bias_correction: NNCF's cheap bias correction (the full one needs many more runs).
+        exclude: extra op names to keep in float (besides the float scope), e.g. from ``quantize --keep-float``.
     """
 
     preset: str = "performance"
     overflow_fix: bool = True
     fast_bias_correction: bool = True
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -68,7 +70,7 @@ def _nncf_args(model, calib: Sequence[np.ndarray], settings: OvQuantSettings) ->
         "subset_size": len(calib),
         "fast_bias_correction": settings.fast_bias_correction,
         # validate=False: an ignored name that conversion folded away is not an error
-        "ignored_scope": nncf.IgnoredScope(names=float_op_names(model), validate=False),
+        "ignored_scope": nncf.IgnoredScope(names=[*float_op_names(model), *settings.exclude], validate=False),
     }, nncf.AdvancedQuantizationParameters(overflow_fix=fix)
 
 

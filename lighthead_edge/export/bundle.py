@@ -341,14 +341,17 @@ def time_inference(detector, frame: np.ndarray, runs: int, warmup: int = 2) -> d
 
 
 def _host() -> str:
-    """The CPU model and core count, so that the latencies can be read in context."""
+    """The CPU model, core count and SIMD extensions, so that the latencies (INT8 ones above all) read in context."""
+    from lighthead_edge.runtime.isa import cpu_isa_flags
+
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass  # not Linux
-    return f"{name}, {os.cpu_count()} cores"
+    flags = cpu_isa_flags()
+    return f"{name}, {os.cpu_count()} cores" + (f" ({' '.join(flags)})" if flags else "")
 
 
 def measure(model, bundle: Bundle, settings: ExportSettings, log: Log) -> dict[str, Any]:

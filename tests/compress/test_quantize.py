@@ -248,6 +248,51 @@ def test_auto_ranges_keep_the_setting_with_the_higher_val_ap(run: QuantizeRun) -
     assert not list(run.bundle.glob("model_int8.*.onnx"))  # the loser is gone
 
 
+def test_keep_float_keeps_the_fc_in_float_on_both_backends(assets: ExportedAssets, tmp_path: Path) -> None:
+    """``--keep-float roi_heads/head/fc/``: ONNX Runtime reads no int8 weight there, OpenVINO runs an f32 kernel."""
+    import openvino as ov
+
+    from lighthead_edge.runtime.bundle import Backend
+
+    settings = QuantizeSettings(keep_float=("roi_heads/head/fc/",), calib_size=4,
+                                bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
+    run = quantize_checkpoint(CHECKPOINT, tmp_path / "b", calib=assets.val_json, settings=settings, log=lambda m: None)
+    for backend in (Backend.ONNXRUNTIME, Backend.OPENVINO):
+        kept = run.quantization[f"{backend.value}/int8"]["kept_float"]
+        assert [k["why"] for k in kept] == ["--keep-float"] and "/roi_heads/head/fc/" in kept[0]["name"]
+    model = onnx.load(str(run.bundle / "model_int8.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    fc = [n for n in model.graph.node if n.name.startswith("/roi_heads/head/fc/")]
+    assert fc and all(producers.get(n.input[1]) is None or producers[n.input[1]].op_type != "DequantizeLinear"
+                      for n in fc)  # fmt: skip
+    other = [n for n in model.graph.node if n.name.startswith("/roi_heads/head/cls_score/")]
+    assert other and producers[other[0].input[1]].op_type == "DequantizeLinear"  # the rest is still INT8
+
+    def fc_kernel(xml: Path) -> str:
+        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "/roi_heads/head/fc/" in info["originalLayersNames"].astype(str) and info["layerType"].astype(
+                str
+            ).startswith("FullyConnected"):
+                return info["primitiveType"].astype(str)
+        raise AssertionError("no fc kernel found")
+
+    assert fc_kernel(run.bundle / "model_int8.xml").endswith("_f32")
+    assert fc_kernel(run.bundle / "model_int8.xml") == fc_kernel(run.bundle / "model_fp32.xml")
+
+
+def test_keep_float_that_names_nothing_is_an_error(run: QuantizeRun) -> None:
+    from lighthead_edge.compress.quantize import _keep_float_names
+    from lighthead_edge.errors import ConfigError
+    from lighthead_edge.runtime.bundle import Backend
+
+    for backend, path in ((Backend.ONNXRUNTIME, "model.onnx"), (Backend.OPENVINO, "model_fp32.xml")):
+        with pytest.raises(ConfigError, match=f"--keep-float 'nope' names no quantizable {backend.value} layer; "
+                                              "they are under /"):  # fmt: skip
+            _keep_float_names(run.bundle / path, backend, ["nope"])
+
+
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
     """What accuracy control does with its ranking: the layers it names are re-quantized as float."""
     from lighthead_edge.compress.calibration import calibration_set_for_bundle
