@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --data train.json --val val.json --calib frames/
     .venv/bin/python scripts/bench_compress.py --no-prune --threads 2 --runs 10 --out runs/bench_compress
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --pruned pruned.pt --val val.json --calib frames/
-    .venv/bin/python scripts/bench_compress.py ... --isa avx2 --keep-float roi_heads/head/fc/   # an AVX2-only CPU
+    .venv/bin/python scripts/bench_compress.py ... --isa avx2      # OpenVINO as on an AVX2-only CPU
 
 ``--pruned`` takes a model that ``lighthead-edge prune`` already pruned and fine-tuned (fine-tuning to recover the
 accuracy takes longer than a benchmark should), instead of pruning here with ``--prune`` / ``--finetune-epochs``.
@@ -45,12 +45,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--calib-size", type=int, default=100)
     p.add_argument("--out", default="runs/bench_compress")
-    p.add_argument(
-        "--isa",
-        default="native",
-        choices=list(ISAS),
-        help="cap OpenVINO's oneDNN kernels at this ISA, to measure an older CPU here [native]",
-    )
+    p.add_argument("--isa", default="native", choices=list(ISAS),
+                   help="cap OpenVINO's oneDNN kernels at this ISA, to measure an older CPU here [native]")  # fmt: skip
+    p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
+                   help="keep layers whose names contain NAME in float (quantize --keep-float)")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -73,7 +73,7 @@ class QuantizeSettings:
         bench: what the report measures.
         ort_ranges: ONNX Runtime activation ranges (:class:`OrtRanges`); it sets ``ort.moving_average``.
         keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
-            e.g. ``roi_heads/head/fc/`` for the fc-2048, whose INT8 kernel is slower than FP32 on AVX2-only CPUs.
+            e.g. ``roi_heads/head/fc/`` for the fc-2048.
         ort, ov: the backends' quantizer settings.
     """
 

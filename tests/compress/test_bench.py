@@ -69,13 +69,16 @@ def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tm
     module.latencies = recorded
     data = str(assets.val_json)
     code = module.main(["--checkpoint", str(CHECKPOINT), "--data", data, "--val", data, "--prune", "0.5",
-                        "--calib-size", "8", "--threads", "1", "--runs", "2", "--out", str(tmp_path)])  # fmt: skip
+                        "--calib-size", "8", "--threads", "1", "--runs", "2", "--keep-float", "roi_heads/head/fc/",
+                        "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     results = json.loads((tmp_path / "report.json").read_text())["results"]
     expected = {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8",
                 "onnxruntime/pruned-fp32", "openvino/pruned-int8"}  # fmt: skip
     assert expected <= set(results)
     assert all(results[key]["ratios"]["vs_torch"] > 0 for key in expected)
+    quantization = json.loads((tmp_path / "report.json").read_text())["quantization"]
+    assert all(q["kept_float"][0]["why"] == "--keep-float" for q in quantization.values())  # the flag reached both
     assert "| openvino/pruned-int8 |" in capsys.readouterr().out
     # the pruned rows' ratios are against the unpruned FP32: both were timed in the same interleaved schedule
     together = [s for s in schedules if "openvino/fp32" in s and "openvino/pruned-int8" in s]
