@@ -325,8 +325,12 @@ def prune(**kw) -> None:
 @click.option("--ort-ranges", type=click.Choice(["auto", "minmax", "averaged"]), default="auto", show_default=True,
               help="ONNX Runtime activation ranges: calibration extremes, per-image min/max averaged, or auto "
                    "(with --val both, keeping the higher AP; else minmax).")  # fmt: skip
-@click.option("--keep-float", multiple=True, metavar="NAME",
-              help="Keep the layers whose node names contain NAME in float (repeatable), e.g. roi_heads/head/fc/.")
+@click.option(
+    "--keep-float",
+    multiple=True,
+    metavar="NAME",
+    help="Keep the layers whose node names contain NAME in float (repeatable), e.g. roi_heads/head/fc/.",
+)
 @click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")

@@ -383,6 +383,11 @@ def _ort_float_scope(src: Path) -> int:
     return len(float_node_names(onnx.load(str(src))))
 
 
+def _scope_count(ignored: Sequence[str], forced: Sequence[str]) -> int:
+    """How many ops NNCF ignored because of the float scope, not because ``--keep-float`` named them."""
+    return len(set(ignored) - set(forced))
+
+
 def _quantize_openvino(
     bundle: Bundle, src: Path, dst: Path, calib: Sequence[np.ndarray], s: QuantizeSettings, log: Log
 ) -> dict[str, Any]:
@@ -392,7 +397,7 @@ def _quantize_openvino(
     scheme = f"NNCF {s.ov.preset} preset, overflow_fix {'on' if s.ov.overflow_fix else 'off'}"
     if s.max_drop is None:
         result = quantize_ir(src, dst, calib, s.ov)
-        return {"scheme": scheme, "float_scope": len(result.ignored), "kept_float": []}
+        return {"scheme": scheme, "float_scope": _scope_count(result.ignored, s.ov.exclude), "kept_float": []}
     items = _val_items(bundle, s.val_json)
 
     def validate(compiled, data) -> float:
@@ -408,4 +413,5 @@ def _quantize_openvino(
                                                to_input=lambda item: item[1], settings=s.ov)  # fmt: skip
     why = "reverted by nncf.quantize_with_accuracy_control (COCO AP ranking) to keep the drop within {}"
     kept = [{"name": n, "why": why.format(s.max_drop)} for n in result.kept_float]
-    return {"scheme": scheme + ", accuracy control", "float_scope": len(result.ignored), "kept_float": kept}
+    scope = _scope_count(result.ignored, s.ov.exclude)
+    return {"scheme": scheme + ", accuracy control", "float_scope": scope, "kept_float": kept}
