@@ -209,9 +209,9 @@ def _keep_float_names(src: Path, backend: Backend, patterns: Sequence[str]) -> l
     for pattern in patterns:
         hits = [n for n in names if pattern in n]
         if not hits:
-            heads = sorted({n.rsplit("/", 2)[0] for n in names})
+            heads = sorted({"/".join(n.split("/")[:3]) + "/" for n in names})  # e.g. /roi_heads/head/
             raise ConfigError(f"--keep-float {pattern!r} names no quantizable {backend.value} layer; they are under "
-                              f"{', '.join(heads[:8])}{', ...' if len(heads) > 8 else ''}")  # fmt: skip
+                              f"{', '.join(heads[:12])}{', ...' if len(heads) > 12 else ''}")  # fmt: skip
         chosen += [n for n in hits if n not in chosen]
     return chosen
 
