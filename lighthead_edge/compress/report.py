@@ -68,18 +68,10 @@ def markdown(report: dict[str, Any]) -> str:
     kernels = {k: r["kernels"] for k, r in report["results"].items() if r.get("kernels")}
     if kernels:
         cap = report.get("isa", "native")
-        lines += [
-            "",
-            "OpenVINO kernels by ISA"
-            + (
-                ""
-                if cap == "native"
-                else f" (oneDNN capped at --isa {cap}; "
-                "OpenVINO's own kernels such as TopK keep the host's ISA, and onnxruntime is not capped)"
-            )
-            + ": "
-            + "; ".join(f"{k} " + ", ".join(f"{isa} {n}" for isa, n in v.items()) for k, v in kernels.items()),
-        ]
+        capped = "" if cap == "native" else (f" (oneDNN capped at --isa {cap}; OpenVINO's own kernels such as TopK "
+                                             "keep the host's ISA, and onnxruntime is not capped)")  # fmt: skip
+        counts = "; ".join(f"{k} " + ", ".join(f"{isa} {n}" for isa, n in v.items()) for k, v in kernels.items())
+        lines += ["", f"OpenVINO kernels by ISA{capped}: {counts}"]
     for key, info in report.get("quantization", {}).items():
         lines += ["", f"## {key}", "", f"- scheme: {info.get('scheme', '?')}",
                   f"- calibration: {info.get('calibration', '?')}",
