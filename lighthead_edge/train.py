@@ -140,9 +140,9 @@ def train(
 
 
 def _datasets(
-    train_json, val_json, input_size, hflip: bool, init_classes
+    train_json, val_json, input_size, cfg: TrainConfig, init_classes
 ) -> tuple[CocoDetection, CocoDetection | None]:
-    train_set = CocoDetection(train_json, input_size=input_size, train=hflip)
+    train_set = CocoDetection(train_json, input_size=input_size, train=cfg.hflip, augment=cfg.augment)
     if len(train_set) == 0:
         raise DataError(f"{train_json}: the training set has no images")
     if init_classes is not None and list(init_classes) != train_set.class_names:
