@@ -9,8 +9,9 @@
   inference always starts on the newest frame; replaced frames are counted as dropped.
 - File sources (video, images): the queue is a bounded FIFO that blocks the reader, so every frame is processed,
   in order.
-- Inference keeps ``nireq`` requests in flight: an OpenVINO ``AsyncInferQueue``, or a thread pool around
-  onnxruntime (whose ``run`` releases the GIL). Results come out in frame order.
+- Inference keeps ``nireq`` requests in flight on the backend's own queue (``submit``: an OpenVINO
+  ``AsyncInferQueue``, or a thread pool around onnxruntime, whose ``run`` releases the GIL). Results come out in
+  frame order.
 
 Embedding::
 
@@ -34,8 +35,9 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,7 +45,6 @@ import numpy as np
 
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.backends import Outputs
-from lighthead_edge.runtime.bundle import Backend
 from lighthead_edge.runtime.detector import Detections, Detector
 from lighthead_edge.runtime.sources import Frame, Source, SourceSpec, open_source
 from lighthead_edge.runtime.stats import RunStats, Summary
@@ -140,54 +141,28 @@ class FrameQueue:
 
 
 class AsyncEngine:
-    """``nireq`` inference requests in flight for a :class:`Detector`: ``submit(input) -> Future[(outputs, t_done)]``.
+    """A :class:`Detector`'s requests in flight: ``submit(input) -> Future[(outputs, t_done)]``, on the backend's own
+    queue (:meth:`InferenceBackend.submit`), which holds its ``jobs`` requests (``nireq``: at most that many)."""
 
-    OpenVINO uses an ``AsyncInferQueue`` on the detector's compiled model; onnxruntime a thread pool calling
-    :meth:`Detector.infer` (``InferenceSession.run`` is thread-safe and releases the GIL).
-    """
-
-    def __init__(self, detector: Detector, nireq: int) -> None:
-        self.nireq = max(1, int(nireq))
-        engine = detector.engine
-        compiled = getattr(engine, "compiled", None)
-        self._queue = self._pool = None
-        if detector.artifact.backend is Backend.OPENVINO and compiled is not None:
-            import openvino as ov  # only when the bundle runs on OpenVINO
-
-            names = getattr(engine, "output_names", None) or [o.get_any_name() for o in compiled.outputs]
-            self._queue = ov.AsyncInferQueue(compiled, self.nireq)
-            self._queue.set_callback(lambda request, future: self._done(request, future, names))
-        else:
-            # Any other engine object: only onnxruntime's is known to be safe from several threads at once.
-            self.nireq = self.nireq if detector.artifact.backend is Backend.ONNXRUNTIME else 1
-            self._pool = ThreadPoolExecutor(max_workers=self.nireq, thread_name_prefix="lighthead-infer")
-            self._infer = detector.infer
-
-    @staticmethod
-    def _done(request: Any, future: Future, names: list[str]) -> None:
-        try:
-            # copies: a request's output tensors are overwritten by its next inference
-            outputs = {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(names)}
-            future.set_result((outputs, time.perf_counter()))
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, which re-raises it
-            future.set_exception(exc)
-
-    def _run(self, image: np.ndarray) -> tuple[Outputs, float]:
-        outputs = self._infer(image)
-        return outputs, time.perf_counter()
+    def __init__(self, detector: Detector, nireq: int | None = None) -> None:
+        self._backend = detector.engine
+        self.nireq = max(1, min(nireq or self._backend.jobs, self._backend.jobs))
 
     def submit(self, image: np.ndarray) -> Future:
-        if self._pool is not None:
-            return self._pool.submit(self._run, image)
         future: Future = Future()
-        self._queue.start_async({0: image}, future)
+        self._backend.submit(image, partial(_settle, future))
         return future
 
     def close(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self._backend.wait_all()
+
+
+def _settle(future: Future, result: Outputs | BaseException) -> None:
+    # module-level, holding only the future: the backend's callback must not hold the backend
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result((result, time.perf_counter()))
 
 
 class Pipeline:
@@ -196,7 +171,8 @@ class Pipeline:
     Args:
         detector: a loaded :class:`Detector`.
         source: a :class:`Source`; :meth:`start` opens it unless it is open.
-        nireq: inference requests in flight [default: max(2, the engine's own choice)].
+        nireq: inference requests in flight [default and at most: the detector's ``jobs``; build the
+            :class:`Detector` with ``jobs=`` for more].
         drop: keep only the newest frame [default: ``source.live``].
         max_frames: stop after reading this many frames.
         duration: stop after this many seconds.
@@ -213,7 +189,7 @@ class Pipeline:
         if nireq is not None and nireq < 1 or max_frames is not None and max_frames < 0:
             raise ConfigError("--nireq must be >= 1 and --max-frames >= 0")
         self.detector, self.source = detector, source
-        self.nireq = nireq or max(2, int(getattr(detector.engine, "jobs", 2) or 2))
+        self.nireq = min(nireq or detector.engine.jobs, detector.engine.jobs)
         self.drop = source.live if drop is None else drop
         self.max_frames, self.duration = max_frames, duration
         self.stats = RunStats()
@@ -239,8 +215,6 @@ class Pipeline:
         if not self.source.is_open:
             self.source.open()
         self._engine = AsyncEngine(self.detector, self.nireq)
-        if self._engine.nireq != self.nireq:
-            self.nireq, self._slots = self._engine.nireq, threading.Semaphore(self._engine.nireq)
         # The first inference of a compiled model is slow (lazy kernel set-up): do it before the clock starts,
         # and before the first real frame, whose latency would otherwise show it.
         h, w = self.detector.input_size
@@ -408,7 +382,7 @@ def run(
     the pipeline and releases the source.
     """
     detector = bundle if isinstance(bundle, Detector) else Detector(
-        bundle, backend, device, threads, precision, hint=hint
+        bundle, backend, device, threads, precision, hint=hint, jobs=nireq
     )  # fmt: skip
     if not isinstance(source, Source):
         source = open_source(SourceSpec.guess(source, **source_options))

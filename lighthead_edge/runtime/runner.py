@@ -248,7 +248,7 @@ def run_video(
         try:
             source.open()
             detector = Detector(bundle, settings.backend, settings.device, settings.threads, settings.precision,
-                                hint=settings.hint)  # fmt: skip
+                                hint=settings.hint, jobs=settings.nireq)  # fmt: skip
         except BaseException:
             outputs.close()
             source.close()

@@ -3,7 +3,9 @@ imported only when it is used, so a device needs just the one it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +15,7 @@ import numpy as np
 from lighthead_edge.runtime.bundle import Backend
 
 Outputs = dict[str, np.ndarray]  # output name -> array, e.g. "boxes" [1, D, 4]
+Callback = Callable[["Outputs | BaseException"], None]
 
 
 class Hint(str, Enum):
@@ -23,13 +26,32 @@ class Hint(str, Enum):
 
 
 class InferenceBackend(Protocol):
-    """A loaded model: ``run`` one input, or ``run_many`` with several requests in flight (outputs in input order)."""
+    """A loaded model.
+
+    - ``run`` one input and wait; ``run_many`` several with up to ``jobs`` in flight (outputs in input order);
+    - ``submit`` one input to the engine's own queue of ``jobs`` requests (it blocks while all are busy); the
+      ``callback`` later runs on an engine thread with the outputs (copies) or the exception. It must not hold the
+      backend: OpenVINO releases the callback on its own thread, and dropping the last reference to the backend
+      there aborts the process (see ``backends/openvino.py``). ``wait_all`` waits for every submitted input;
+    - ``input_shape``: the graph's input, (1, H, W, 3) uint8 NHWC (-1 for a dynamic dimension);
+    - ``kernel_isas`` / ``check_isa``: what instruction set the kernels use (see :mod:`~lighthead_edge.runtime.isa`);
+      ``{}`` and a no-op where the engine does not tell.
+    """
 
     jobs: int
+    input_shape: tuple[int, ...]
 
     def run(self, image: np.ndarray) -> Outputs: ...
 
     def run_many(self, images: Iterable[np.ndarray]) -> Iterator[Outputs]: ...
+
+    def submit(self, image: np.ndarray, callback: Callback) -> None: ...
+
+    def wait_all(self) -> None: ...
+
+    def kernel_isas(self) -> dict[str, int]: ...
+
+    def check_isa(self, isa: str) -> None: ...
 
 
 def make_backend(
@@ -45,13 +67,27 @@ def make_backend(
     return OpenVINOBackend(model_path, device=device, threads=threads, hint=hint, jobs=jobs)
 
 
-def chunks(items: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive lists of at most ``size`` items: keeps a bounded number of frames in flight."""
-    batch: list[np.ndarray] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def future_callback(future: Future) -> Callback:
+    """A ``submit`` callback that settles ``future`` (and holds nothing else)."""
+
+    def settle(result: Outputs | BaseException) -> None:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return settle
+
+
+def in_order(backend: InferenceBackend, images: Iterable[np.ndarray]) -> Iterator[Outputs]:
+    """``run_many`` for any backend: the outputs of every image, in order, through ``submit``; at most
+    ``2 * jobs`` inputs are pulled ahead of the outputs yielded."""
+    pending: deque[Future] = deque()
+    for image in images:
+        future: Future = Future()
+        backend.submit(image, future_callback(future))
+        pending.append(future)
+        if len(pending) >= 2 * backend.jobs:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.runtime.backends import Hint, Outputs, chunks
+from lighthead_edge.runtime.backends import Callback, Hint, Outputs, in_order
 
 
 class OnnxRuntimeBackend:
@@ -23,7 +24,8 @@ class OnnxRuntimeBackend:
         device: only ``"CPU"``: the runtime extra installs the CPU build.
         threads: intra-op threads per request [default: onnxruntime's, all cores; 1 with the throughput hint].
         hint: ``throughput`` runs one single-threaded request per core in :meth:`run_many`.
-        jobs: requests in flight in :meth:`run_many` [default: 2, or the core count with the throughput hint].
+        jobs: requests in flight in :meth:`submit` / :meth:`run_many` [default: 2, or the core count with the
+            throughput hint].
     """
 
     def __init__(self, model_path: Path, *, device: str, threads: int | None, hint: Hint, jobs: int | None) -> None:
@@ -35,10 +37,16 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads or 1
         options.log_severity_level = 3  # errors only: ORT warns about unused initializers and similar trivia
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in first.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
         cores = os.cpu_count() or 1
-        self.jobs = jobs or (cores if hint is Hint.THROUGHPUT else 2)
+        self.jobs = max(1, jobs or (cores if hint is Hint.THROUGHPUT else 2))
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(self.jobs)
+        self._idle = threading.Condition()
+        self._in_flight = 0
 
     def run(self, image: np.ndarray) -> Outputs:
         """image (ndarray[1, H, W, 3] uint8) -> outputs by name."""
@@ -47,6 +55,39 @@ class OnnxRuntimeBackend:
 
     def run_many(self, images: Iterable[np.ndarray]) -> Iterator[Outputs]:
         """Outputs of every image, in order, with up to ``jobs`` requests running at once."""
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for batch in chunks(images, 2 * self.jobs):
-                yield from pool.map(self.run, batch)
+        return in_order(self, images)
+
+    def submit(self, image: np.ndarray, callback: Callback) -> None:
+        """Run ``image`` on a pool thread, then ``callback(outputs or exception)`` there; blocks while ``jobs``
+        requests are running."""
+        self._slots.acquire()
+        with self._idle:
+            self._in_flight += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="lighthead-ort")
+        self._pool.submit(self._job, image, callback)
+
+    def _job(self, image: np.ndarray, callback: Callback) -> None:
+        try:
+            result: Outputs | BaseException = self.run(image)
+        except Exception as exc:  # noqa: BLE001 - handed to the callback
+            result = exc
+        self._slots.release()  # before the callback, which may submit the next input
+        try:
+            callback(result)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def wait_all(self) -> None:
+        """Wait until every submitted input has run and its callback returned."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0)
+
+    def kernel_isas(self) -> dict[str, int]:
+        """{}: onnxruntime's MLAS kernels do not say which ISA they run."""
+        return {}
+
+    def check_isa(self, isa: str) -> None:
+        """Nothing to check: onnxruntime has no ISA cap (see :mod:`~lighthead_edge.runtime.isa`)."""

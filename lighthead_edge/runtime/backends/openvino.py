@@ -1,4 +1,5 @@
-"""OpenVINO backend: a compiled model with one request for ``run`` and an ``AsyncInferQueue`` for ``run_many``."""
+"""OpenVINO backend: a compiled model with one request for ``run`` and an ``AsyncInferQueue`` for ``submit`` and
+``run_many``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import openvino as ov
 
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.runtime.backends import Hint, Outputs, chunks
+from lighthead_edge.runtime.backends import Callback, Hint, Outputs, in_order
+from lighthead_edge.runtime.isa import check_cap, kernel_isas
 
 
 class OpenVINOBackend:
@@ -20,7 +22,8 @@ class OpenVINOBackend:
         device: an OpenVINO device name, ``"CPU"`` by default.
         threads: ``INFERENCE_NUM_THREADS`` [default: OpenVINO's choice].
         hint: ``PERFORMANCE_HINT`` LATENCY or THROUGHPUT.
-        jobs: requests in flight in :meth:`run_many` [default: the compiled model's optimal number].
+        jobs: requests in flight in :meth:`submit` / :meth:`run_many` [default: the compiled model's optimal
+            number, at least 2, so that the next frame's input is ready when one finishes].
 
     Note:
         On CPUs with bf16 support (AMX, AVX512-BF16) OpenVINO computes float layers in bf16 by default, which moves
@@ -36,37 +39,64 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self.compiled = core.compile_model(str(model_path), device, config)
+            self._compiled = core.compile_model(str(model_path), device, config)
         except RuntimeError as exc:
             available = core.available_devices
             if device not in available:
                 raise ConfigError(f"OpenVINO device {device!r} not found; available: {available}") from None
             raise ConfigError(f"OpenVINO can't compile {model_path} for {device}: {str(exc).splitlines()[0]}") from None
-        self.request = self.compiled.create_infer_request()
-        self.output_names = [out.get_any_name() for out in self.compiled.outputs]
-        self.jobs = jobs or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._request = self._compiled.create_infer_request()
+        self._names = [out.get_any_name() for out in self._compiled.outputs]
+        shape = self._compiled.input(0).get_partial_shape()
+        self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
+        optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.jobs = max(1, jobs or max(2, optimal))
+        self._queue: ov.AsyncInferQueue | None = None
 
     def run(self, image: np.ndarray) -> Outputs:
         """image (ndarray[1, H, W, 3] uint8) -> outputs by name."""
-        self.request.infer({0: image})
-        return _outputs(self.request, self.output_names)
+        self._request.infer({0: image})
+        return _outputs(self._request, self._names)
 
     def run_many(self, images: Iterable[np.ndarray]) -> Iterator[Outputs]:
         """Outputs of every image, in order, with up to ``jobs`` requests in flight."""
-        queue = ov.AsyncInferQueue(self.compiled, self.jobs)
-        results: dict[int, Outputs] = {}
-        names = self.output_names
-        # The callback must not hold ``self``: OpenVINO may free it on one of its own stream threads, and if that
-        # dropped the last reference to this backend, the compiled model's executor would join the very thread it
-        # runs on (std::system_error -> abort; seen in the test suite, gdb backtrace in the compression issue).
-        queue.set_callback(lambda request, index: results.__setitem__(index, _outputs(request, names)))
-        for batch in chunks(images, 2 * self.jobs):
-            for index, image in enumerate(batch):
-                queue.start_async({0: image}, index)
-            queue.wait_all()
-            yield from (results.pop(index) for index in range(len(batch)))
+        return in_order(self, images)
+
+    def submit(self, image: np.ndarray, callback: Callback) -> None:
+        """Start ``image`` on a free request of the queue (waiting for one); ``callback(outputs or exception)`` runs
+        on an OpenVINO thread."""
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self._compiled, self.jobs)
+            # The queue's callback must not hold ``self``: OpenVINO may free it on one of its own stream threads, and
+            # if that dropped the last reference to this backend, the compiled model's executor would join the very
+            # thread it runs on (std::system_error -> abort; seen in the test suite, gdb backtrace in the compression
+            # issue). So it holds only the output names, and the user's callback travels as the request's userdata.
+            names = self._names
+            self._queue.set_callback(lambda request, user_callback: _deliver(request, names, user_callback))
+        self._queue.start_async({0: image}, callback)
+
+    def wait_all(self) -> None:
+        """Wait until every submitted input has run and its callback returned."""
+        if self._queue is not None:
+            self._queue.wait_all()
+
+    def kernel_isas(self) -> dict[str, int]:
+        """The compiled graph's executed kernels counted by ISA: ``{"avx2": 161, "avx512": 12, ...}``."""
+        return kernel_isas(self._compiled)
+
+    def check_isa(self, isa: str) -> None:
+        """Raise :class:`ConfigError` unless the ``--isa`` cap ``isa`` (set before loading) reached oneDNN's kernels."""
+        check_cap(self._compiled, isa)
 
 
 def _outputs(request: ov.InferRequest, names: list[str]) -> Outputs:
     # copies: a request's output tensors are overwritten by its next inference
     return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(names)}
+
+
+def _deliver(request: ov.InferRequest, names: list[str], callback: Callback) -> None:
+    try:
+        result: Outputs | BaseException = _outputs(request, names)
+    except Exception as exc:  # noqa: BLE001 - handed to the callback
+        result = exc
+    callback(result)
