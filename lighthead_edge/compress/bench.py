@@ -206,6 +206,7 @@ def bench_model(
     from lighthead_edge.compress.report import add_ratios, write_report
     from lighthead_edge.errors import DataError
     from lighthead_edge.export.bundle import ExportSettings, _host, export_bundle
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.runtime.bundle import load_bundle
 
     model = Path(model)
@@ -217,7 +218,9 @@ def bench_model(
             results = bench_bundle(model, settings, log)
             baseline, folder = None, Path(out or model)
         else:
-            bundle = export_bundle(model, Path(work) / "bundle", settings=ExportSettings(latency_runs=1), log=log)
+            net, class_names, _ = load_checkpoint(model)
+            export = ExportSettings(latency_runs=1)
+            bundle = export_bundle(net, class_names, Path(work) / "bundle", export, source=model, log=log)
             log("measuring torch/fp32")
             results = {"torch/fp32": measure_torch(model, settings, load_bundle(bundle).input_size)}
             results.update(bench_bundle(bundle, settings, log))

@@ -133,6 +133,7 @@ def quantize_checkpoint(
 ) -> QuantizeRun:  # fmt: skip
     """Export ``checkpoint`` to the bundle ``out`` with INT8 artifacts beside the FP32 ones, and write its report."""
     from lighthead_edge.export.bundle import ExportFormat, ExportSettings, atomic_directory, check_target, export_bundle
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
 
     s = settings or QuantizeSettings()
     checkpoint, out = Path(checkpoint), Path(out)
@@ -141,7 +142,8 @@ def quantize_checkpoint(
     with tempfile.TemporaryDirectory(prefix="lighthead-quantize-") as work, atomic_directory(out) as tmp:
         source = _prune(checkpoint, Path(work), s, log) if s.prune_ratio else checkpoint
         export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
-        export_bundle(source, tmp, settings=export, log=log)
+        model, class_names, _ = load_checkpoint(source)
+        export_bundle(model, class_names, tmp, export, source=source, log=log)
         bundle = load_bundle(tmp)
         calib_set = calibration_set_for_bundle(calib, bundle, size=s.calib_size, selection=s.selection)
         log(calib_set.summary())

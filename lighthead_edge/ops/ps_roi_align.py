@@ -10,11 +10,14 @@ import torch
 from torch import Tensor, nn
 
 
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """An ``output_size`` as (h, w): one int stands for both."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _check(input: Tensor, boxes: Tensor, ph: int, pw: int) -> None:
+def check_inputs(input: Tensor, boxes: Tensor, ph: int, pw: int) -> None:
+    """Raise ``ValueError`` unless ``input`` is Tensor[N, C, H, W] with C a multiple of ph * pw and ``boxes`` is
+    Tensor[K, 5]: the contract of :func:`ps_roi_align` and its export-friendly forms."""
     if input.dim() != 4:
         raise ValueError(f"input must be Tensor[N, C, H, W], got shape {tuple(input.shape)}")
     if boxes.dim() != 2 or boxes.shape[1] != 5:
@@ -81,8 +84,8 @@ def ps_roi_align(
         out contributes 0; the bin value is the mean over all its samples, including those zeros. Gradients flow to
         ``input`` only, like torchvision's.
     """
-    ph, pw = _pair(output_size)
-    _check(input, boxes, ph, pw)
+    ph, pw = as_pair(output_size)
+    check_inputs(input, boxes, ph, pw)
     n, c, h, w = input.shape
     c_out = c // (ph * pw)
     k = boxes.shape[0]
@@ -135,7 +138,7 @@ class PSRoIAlign(nn.Module):
 
     def __init__(self, output_size: int | tuple[int, int], spatial_scale: float, sampling_ratio: int) -> None:
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = as_pair(output_size)
         self.spatial_scale = spatial_scale
         self.sampling_ratio = sampling_ratio
 

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lighthead_edge.ops.ps_roi_align import PSRoIAlign, _check, _pair
+from lighthead_edge.ops.ps_roi_align import PSRoIAlign, as_pair, check_inputs
 
 if TYPE_CHECKING:
     import onnx
@@ -96,8 +96,8 @@ class PoolGeometry:
         max_grid: int | tuple[int, int] | None = None,
     ) -> PoolGeometry:
         """Normalizes ints to pairs; ``max_grid`` only matters for adaptive sampling, so it is dropped otherwise."""
-        bound = None if max_grid is None or sampling_ratio > 0 else _pair(max_grid)
-        return cls(_pair(output_size), float(spatial_scale), int(sampling_ratio), bound)
+        bound = None if max_grid is None or sampling_ratio > 0 else as_pair(max_grid)
+        return cls(as_pair(output_size), float(spatial_scale), int(sampling_ratio), bound)
 
 
 class _Axis(NamedTuple):
@@ -122,7 +122,7 @@ def max_adaptive_grid(
 ) -> tuple[int, int]:
     """The largest adaptive grid (G_h, G_w) a box clipped to an image of ``image_size`` (h, w) can need."""
     ih, iw = (image_size, image_size) if isinstance(image_size, (int, float)) else image_size
-    ph, pw = _pair(output_size)
+    ph, pw = as_pair(output_size)
     # ceil(roi / pooled) with the roi size as the graph computes it, in float32 from shifted corners: one slot more
     # when the exact bound is a whole number, in case rounding pushes the roi a hair past it
     return tuple(max(1, math.ceil(size * spatial_scale / p * (1 + 1e-6))) for size, p in ((ih, ph), (iw, pw)))
@@ -349,7 +349,7 @@ def _run(
     """Shared body of the function and the module, which passes its scoped submodules as coords / weighted_sum."""
     ph, pw = geo.output_size
     if not torch.jit.is_tracing():  # shape checks would be baked into a trace as constants
-        _check(input, boxes, ph, pw)
+        check_inputs(input, boxes, ph, pw)
         if boxes.shape[0] == 0:
             return input.new_zeros((0, input.shape[1] // (ph * pw), ph, pw))
     a, b = coords(boxes, input, geo)
