@@ -34,15 +34,14 @@ def build_random_bundle(out: Path, backbone: str, input_size: int, num_classes: 
 
     from lighthead_edge.config import ModelConfig
     from lighthead_edge.export.bundle import ExportSettings, export_bundle
-    from lighthead_edge.modeling.checkpoint import save_checkpoint
     from lighthead_edge.modeling.detector import build_detector
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = ModelConfig(backbone=backbone, input_size=(input_size, input_size), num_classes=num_classes)
     names = [f"c{i}" for i in range(num_classes)]
-    checkpoint = save_checkpoint(out.parent / "random.pt", build_detector(config).eval(), names)
-    return export_bundle(checkpoint, out, settings=ExportSettings(latency_runs=1, threads=threads), log=print)
+    return export_bundle(build_detector(config).eval(), names, out, ExportSettings(latency_runs=1, threads=threads),
+                         log=print)
 
 
 def make_video(path: Path, frames: int, width: int = 640, height: int = 480, fps: float = 25.0) -> Path:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic COCO set and a tiny detector, each built once per session."""
+"""Shared fixtures, each built once per session: a small synthetic COCO set, a tiny detector, and the exported
+assets (a tiny trained checkpoint, its val split and its bundle)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import sys
 
 import pytest
+from exported import CHECKPOINT, ExportedAssets, build_assets  # tests/ is on sys.path (pytest rootdir mode)
 
 os.environ.setdefault("OPENVINO_TELEMETRY", "0")
 
@@ -45,6 +47,15 @@ def tiny_detector(tiny_config):
 
     torch.manual_seed(0)
     return build_detector(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> ExportedAssets:
+    """The committed tiny trained checkpoint, a 16-image synthetic val split at 120x160 and the checkpoint's bundle
+    (ONNX + OpenVINO FP32/FP16, measured on the val split), built once for the whole session."""
+    if not CHECKPOINT.is_file():
+        pytest.fail(f"{CHECKPOINT} is missing; run .venv/bin/python tests/export/data/make_tiny.py")
+    return build_assets(tmp_path_factory.mktemp("exported"))
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""Test support for exported models: a small validation set and a bundle of a given checkpoint, built once.
+"""The tests' shared exported assets (the session fixture ``assets`` in ``tests/conftest.py`` builds them once).
 
-The export and runtime test folders both need the same bundle; each has its own conftest, so the bundle is memoised
-on disk (in pytest's session base temp folder) rather than in a fixture only one folder can see.
+Test files import the type from here (``from exported import ExportedAssets``; ``tests/`` is on ``sys.path`` in
+pytest's rootdir import mode).
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lighthead_edge.export.bundle import ExportSettings, export_bundle
-
+CHECKPOINT = Path(__file__).parent / "export" / "data" / "tiny_synth_128.pt"  # see export/data/make_tiny.py
 VAL_SIZE = (120, 160)  # (h, w): not the model's square input, so letterboxing and mapping boxes back are exercised
 NUM_VAL = 16
 
@@ -24,16 +23,14 @@ class ExportedAssets:
     bundle: Path
 
 
-def exported_assets(root: Path, checkpoint: Path, *, threads: int = 2) -> ExportedAssets:
-    """Make (or reuse, when ``root`` already holds them) the val split and the bundle of ``checkpoint``."""
+def build_assets(root: Path, *, threads: int = 2) -> ExportedAssets:
+    """The val split and the bundle of :data:`CHECKPOINT`, exported from the loaded model with ``--val``."""
     from lighthead_edge.data.synth import generate_dataset
+    from lighthead_edge.export.bundle import ExportSettings, export_bundle
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
 
-    root.mkdir(parents=True, exist_ok=True)
-    val_json = root / "data" / "val.json"
-    if not val_json.is_file():
-        generate_dataset(root / "data", 1, NUM_VAL, size=VAL_SIZE, seed=0, progress=False)
-    bundle = root / "bundle"
-    if not (bundle / "manifest.json").is_file():
-        settings = ExportSettings(val_json=str(val_json), latency_runs=2, threads=threads)
-        export_bundle(checkpoint, bundle, settings=settings, log=lambda message: None)
-    return ExportedAssets(checkpoint, val_json, bundle)
+    data = generate_dataset(root / "data", 1, NUM_VAL, size=VAL_SIZE, seed=0, progress=False)
+    model, class_names, _ = load_checkpoint(CHECKPOINT)
+    settings = ExportSettings(val_json=str(data["val"]), latency_runs=2, threads=threads)
+    bundle = export_bundle(model, class_names, root / "bundle", settings, source=CHECKPOINT, log=lambda message: None)
+    return ExportedAssets(CHECKPOINT, Path(data["val"]), bundle)

@@ -1,4 +1,4 @@
-"""``lighthead-edge export``: a checkpoint to a bundle folder of ONNX / OpenVINO artifacts plus ``manifest.json``.
+"""``lighthead-edge export``: a model (in memory) to a bundle folder of ONNX / OpenVINO artifacts and ``manifest.json``.
 
 The bundle is built in a hidden sibling folder and renamed into place only when it is complete, so an interrupted
 export leaves no bundle and an existing bundle at the target survives until its replacement is whole. (A process
@@ -13,7 +13,7 @@ Manifest (``format`` = :data:`~lighthead_edge.runtime.bundle.BUNDLE_FORMAT`)::
     outputs {boxes, scores, labels, num_detections: {shape, dtype, meaning}}
     postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rpn {...}}
     model {architecture, backbone, head_size, config {ModelConfig}}
-    source_checkpoint {name, sha256}
+    source_checkpoint {name, sha256} of the model.pt it came from, or null for a model exported from memory
     artifacts [{backend, precision, format, path, files [...], ps_roi_align_method, opset?}]
     files {relative path: {sha256, bytes}}
     measurements {threads, latency_runs, host, val_data?, val_images?, results {"backend/precision": {...}}}
@@ -32,14 +32,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from lighthead_edge.runtime.bundle import (
     load_bundle,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    from lighthead_edge.modeling.detector import LightHeadRCNN
 
 Log = Callable[[str], None]
 
@@ -174,8 +177,12 @@ def _swap_in(new: Path, target: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ manifest
-def model_metadata(model, class_names: list[str], checkpoint: Path) -> dict[str, Any]:
-    """What a runtime needs to feed the graph and read its outputs: stored in the manifest and in every artifact."""
+def model_metadata(model, class_names: list[str], source: Path | None) -> dict[str, Any]:
+    """What a runtime needs to feed the graph and read its outputs: stored in the manifest and in every artifact.
+
+    ``source`` is the checkpoint the model was loaded from (its name and sha256 are recorded), or None for a model
+    that exists only in memory.
+    """
     c = model.config
     h, w = c.input_size
     return {
@@ -199,7 +206,7 @@ def model_metadata(model, class_names: list[str], checkpoint: Path) -> dict[str,
             "head_size": c.head_size,
             "config": c.to_dict(),
         },
-        "source_checkpoint": {"name": checkpoint.name, "sha256": sha256_file(checkpoint)},
+        "source_checkpoint": None if source is None else {"name": source.name, "sha256": sha256_file(source)},
     }
 
 
@@ -387,20 +394,23 @@ def _summary(results: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------------- pipeline
 def export_bundle(
-    checkpoint: str | Path, out: str | Path, *, settings: ExportSettings | None = None, log: Log = _stderr
-) -> Path:
-    """Export ``checkpoint`` (a model.pt) to the bundle folder ``out``, atomically; see the module docstring.
+    model: LightHeadRCNN, class_names: Sequence[str], out: str | Path, settings: ExportSettings | None = None, *,
+    source: str | Path | None = None, log: Log = _stderr,
+) -> Path:  # fmt: skip
+    """Export ``model`` (in eval mode) to the bundle folder ``out``, atomically; see the module docstring.
 
-    ``log`` gets one line per step; an exception it raises (e.g. KeyboardInterrupt) aborts the export cleanly.
+    ``source`` is the checkpoint the model was loaded from, recorded in the manifest's ``source_checkpoint`` (name and
+    sha256); None (a model that exists only in memory) records null. ``log`` gets one line per step; an exception it
+    raises (e.g. KeyboardInterrupt) aborts the export cleanly.
     """
-    from lighthead_edge.modeling.checkpoint import load_checkpoint
-
     settings = settings or ExportSettings()
-    checkpoint, out = Path(checkpoint), Path(out)
+    out, source = Path(out), None if source is None else Path(source)
+    if model.training:
+        raise ExportError("export_bundle needs a model in eval mode; call model.eval() first")
+    if len(class_names) != model.config.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
     check_target(out)
-    log(f"loading {checkpoint}")
-    model, class_names, _ = load_checkpoint(checkpoint)
-    meta = model_metadata(model, class_names, checkpoint)
+    meta = model_metadata(model, list(class_names), source)
     with atomic_directory(out) as tmp:
         artifacts = write_artifacts(model, tmp, settings, meta, log)
         producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}

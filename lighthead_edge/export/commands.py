@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -25,12 +27,20 @@ def export_cmd(
     The bundle is written atomically: an interrupted export leaves no bundle, and an existing one at --out is only
     replaced once the new one is complete.
     """
-    from lighthead_edge.export.bundle import ExportSettings, export_bundle, parse_formats
+    from lighthead_edge.export.bundle import ExportSettings, check_target, export_bundle, parse_formats
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.runtime.runner import remember_bundle
 
     settings = ExportSettings(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
         threads=threads,
     )  # fmt: skip
-    bundle = export_bundle(checkpoint, out, settings=settings, log=lambda message: click.echo(message, err=True))
+    check_target(Path(out))  # before the model is loaded: a wrong --out fails at once
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    log(f"loading {checkpoint}")
+    model, class_names, _ = load_checkpoint(checkpoint)
+    bundle = export_bundle(model, class_names, out, settings, source=checkpoint, log=log)
     remember_bundle(bundle)  # `lighthead-edge run` without --model now runs this bundle

@@ -1,23 +1,12 @@
-"""Fixtures for the compression tests: a saved tiny checkpoint and a fixed set of RoIs on a 128x128 image (pruning);
-the committed trained tiny checkpoint with its val split and bundle (quantization and benchmarks)."""
+"""Fixtures for the compression tests: a saved tiny checkpoint and a fixed set of RoIs on a 128x128 image (pruning).
+Quantization and benchmarks use the shared ``assets`` fixture of ``tests/conftest.py``."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
 CLASSES = ["circle", "square", "triangle", "star"]
-TRAINED_TINY = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """The tiny checkpoint with its 16-image synthetic val split (shared on disk with the export tests)."""
-    from lighthead_edge.export.testing import exported_assets
-
-    return exported_assets(tmp_path_factory.getbasetemp() / "exported", TRAINED_TINY)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from exported import ExportedAssets
 
 from lighthead_edge.compress.bench import BenchSettings
 from lighthead_edge.compress.quantize import QuantizeRun, QuantizeSettings, quantize_checkpoint
-from lighthead_edge.export.testing import ExportedAssets
 from lighthead_edge.runtime.bundle import load_bundle
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"

@@ -74,20 +74,20 @@ def _interrupt_at(prefix: str):
     return log
 
 
-def test_interrupted_export_leaves_no_bundle(assets, tmp_path) -> None:
+def test_interrupted_export_leaves_no_bundle(eager, tmp_path) -> None:
     """Interrupted after every artifact and the manifest are written, before the rename: nothing is left."""
     out = tmp_path / "bundle"
     with pytest.raises(KeyboardInterrupt):
-        export_bundle(assets.checkpoint, out, settings=ExportSettings(latency_runs=1), log=_interrupt_at("measuring"))
+        export_bundle(*eager, out, ExportSettings(latency_runs=1), log=_interrupt_at("measuring"))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_export_keeps_the_existing_bundle(assets, tmp_path) -> None:
+def test_interrupted_export_keeps_the_existing_bundle(assets, eager, tmp_path) -> None:
     out = tmp_path / "bundle"
     shutil.copytree(assets.bundle, out)
     before = _bundle_snapshot(out)
     with pytest.raises(KeyboardInterrupt):
-        export_bundle(assets.checkpoint, out, log=_interrupt_at("converting to OpenVINO IR FP16"))
+        export_bundle(*eager, out, log=_interrupt_at("converting to OpenVINO IR FP16"))
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
     assert _bundle_snapshot(out) == before
     load_bundle(out)
@@ -106,6 +106,16 @@ def test_atomic_directory_replaces_only_when_complete(tmp_path) -> None:
         (tmp / "b").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_export_refuses_a_model_in_training_mode(tiny_detector, tmp_path) -> None:
+    tiny_detector.train()
+    try:
+        with pytest.raises(ExportError, match="eval mode"):
+            export_bundle(tiny_detector, ["a", "b", "c", "d"], tmp_path / "b")
+    finally:
+        tiny_detector.eval()
+    assert not (tmp_path / "b").exists()
 
 
 def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path) -> None:
@@ -134,18 +144,20 @@ def test_cli_export_onnx_only_then_eval(assets, tmp_path) -> None:
     assert isinstance(result.exception, BundleError) and "no openvino artifact" in str(result.exception)
 
 
-def test_a_method_per_backend_exports_two_graphs(assets, tmp_path) -> None:
+def test_a_method_per_backend_exports_two_graphs(eager, tmp_path) -> None:
     import onnx
     import openvino as ov
 
     out = tmp_path / "bundle"
     methods = {"onnxruntime": "gather", "openvino": "grid_sample"}
-    export_bundle(assets.checkpoint, out, settings=ExportSettings(method=methods, latency_runs=1), log=lambda m: None)
+    export_bundle(*eager, out, ExportSettings(method=methods, latency_runs=1), log=lambda m: None)
     bundle = load_bundle(out)
     assert {a.key: a.info["ps_roi_align_method"] for a in bundle.artifacts} == {
         "onnxruntime/fp32": "gather", "openvino/fp32": "grid_sample", "openvino/fp16": "grid_sample",
     }  # fmt: skip
-    listed = json.loads((out / "manifest.json").read_text())["files"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source_checkpoint"] is None  # exported from memory: no file to name
+    listed = manifest["files"]
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *listed])  # OpenVINO's ONNX is gone
     onnx_ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
     ov_ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model_fp32.xml")).get_ops()}

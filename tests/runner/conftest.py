@@ -31,7 +31,6 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from lighthead_edge.config import ModelConfig
     from lighthead_edge.export.bundle import ExportSettings, export_bundle
-    from lighthead_edge.modeling.checkpoint import save_checkpoint
     from lighthead_edge.modeling.detector import build_detector
 
     root = tmp_path_factory.mktemp("runner_bundle")
@@ -42,9 +41,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = ModelConfig(
             backbone="tiny", input_size=(128, 128), num_classes=2, score_thresh=0.0, rpn_post_nms_top_n_test=50
         )
-        checkpoint = save_checkpoint(root / "model.pt", build_detector(config).eval(), CLASS_NAMES)
         settings = ExportSettings(latency_runs=1, threads=1)
-        return export_bundle(checkpoint, root / "bundle", settings=settings, log=lambda message: None)
+        return export_bundle(build_detector(config).eval(), CLASS_NAMES, root / "bundle", settings, log=lambda m: None)
     finally:
         torch.set_num_threads(threads)
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from exported import ExportedAssets
 
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.export.testing import ExportedAssets
 from lighthead_edge.runtime.isa import ONEDNN_LAYERS, cap_isa, check_cap, kernel_isas
 
 
