@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -95,48 +96,51 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, ove
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.last.pt.")
 @click.option("--out", required=True, help="Where the best model.pt goes.")
-def train(**kw) -> None:
+def train(
+    train_json: str, val_json: str | None, backbone: str, head_size: str, input_size: int, anchor_scales: str,
+    pretrained: str | None, init_checkpoint: str | None, teacher_checkpoint: str | None, epochs: int,
+    iters: int | None, batch_size: int, optimizer: str, lr: float | None, max_minutes: float | None, augment: str,
+    warmup: int, threads: int | None, seed: int, resume: bool, out: str,
+) -> None:  # fmt: skip
     """Train (or fine-tune) a Light-Head R-CNN on COCO-format data."""
     from lighthead_edge.config import ModelConfig, TrainConfig
+    from lighthead_edge.evaluate import format_metrics
     from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.modeling.pretrained import resolve_pretrained
     from lighthead_edge.train import train as run_training
 
-    lr = kw["lr"] or (0.02 if kw["optimizer"] == "sgd" else 1e-3)
     tcfg = TrainConfig(
-        epochs=kw["epochs"], iters=kw["iters"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=lr,
-        warmup_iters=kw["warmup"], threads=kw["threads"], seed=kw["seed"], max_minutes=kw["max_minutes"],
-        augment=kw["augment"],
+        epochs=epochs, iters=iters, batch_size=batch_size, optimizer=optimizer, lr=lr, warmup_iters=warmup,
+        threads=threads, seed=seed, max_minutes=max_minutes, augment=augment,
     )  # fmt: skip
-    init_model, init_classes, init_meta = None, None, None
-    if kw["init_checkpoint"]:
-        init_model, init_classes, payload = load_checkpoint(kw["init_checkpoint"])
-        init_meta = payload.get("meta", {})
-    extra_loss = None
-    if kw["teacher_checkpoint"]:
-        extra_loss = _teacher_loss(kw["teacher_checkpoint"], init_model, init_classes)
-    size = kw["input_size"]
     try:
-        scales = tuple(float(v) for v in kw["anchor_scales"].split(","))
+        scales = tuple(float(v) for v in anchor_scales.split(","))
     except ValueError:
-        raise ConfigError(f"--anchor-scales must be numbers separated by commas, got {kw['anchor_scales']!r}") from None
-    mcfg = ModelConfig(
-        backbone=kw["backbone"], head_size=kw["head_size"], input_size=(size, size), anchor_scales=scales
-    )
-    pretrained = resolve_pretrained(kw["pretrained"], mcfg.backbone) if kw["pretrained"] else None
+        raise ConfigError(f"--anchor-scales must be numbers separated by commas, got {anchor_scales!r}") from None
+    mcfg = ModelConfig(backbone=backbone, head_size=head_size, input_size=(input_size, input_size),
+                       anchor_scales=scales)  # fmt: skip
+    init_model, init_classes, init_meta = None, None, None
+    if init_checkpoint:
+        init_model, init_classes, payload = load_checkpoint(init_checkpoint)
+        init_meta = payload.get("meta", {})
+    extra_loss = _teacher_loss(teacher_checkpoint, init_model, init_classes) if teacher_checkpoint else None
     try:
         result = run_training(
-            train_json=kw["train_json"], val_json=kw["val_json"], out=kw["out"], model_config=mcfg, train_config=tcfg,
-            pretrained=pretrained, init_model=init_model, init_classes=init_classes, init_meta=init_meta,
-            resume=kw["resume"], extra_loss=extra_loss,
+            train_json=train_json, val_json=val_json, out=out, model_config=mcfg, train_config=tcfg,
+            pretrained=resolve_pretrained(pretrained, mcfg.backbone) if pretrained else None, init_model=init_model,
+            init_classes=init_classes, init_meta=init_meta, resume=resume, extra_loss=extra_loss,
+            command=command_line(),
         )  # fmt: skip
     finally:
         if extra_loss is not None:
             extra_loss.close()
-    from lighthead_edge.evaluate import format_metrics
-
     best = format_metrics(result.best_metrics) if result.best_metrics else "no validation"
     click.echo(f"saved {result.checkpoint}  ({best}; {result.seconds / 60:.1f} min)")
+
+
+def command_line() -> str:
+    """The command line of this process, as a checkpoint records it."""
+    return shlex.join(sys.argv)
 
 
 def _teacher_loss(teacher_checkpoint: str, student, student_classes):
@@ -196,19 +200,31 @@ def eval_cmd(
 
 @cli.command()
 @click.argument("model")
-def info(model: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (classes, settings, training, costs).")
+def info(model: str, as_json: bool) -> None:
     """Classes, settings, and parameters + MACs per stage of MODEL (a model.pt)."""
+    import dataclasses
+
     from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.modeling.summary import format_costs, stage_costs
 
     net, classes, payload = load_checkpoint(model)
+    meta = payload.get("meta") or {}
+    costs = stage_costs(net)
+    if as_json:
+        click.echo(json.dumps({
+            "model": model, "classes": classes, "config": net.config.to_dict(), "train": payload.get("train"),
+            "val": meta.get("val") or {}, "pruned": meta.get("pruned"),
+            "stages": [dataclasses.asdict(r) for r in costs],
+        }, indent=2))  # fmt: skip
+        return
     c = net.config
     click.echo(f"{model}: {c.backbone}-{c.head_size}, input {c.input_size[0]}x{c.input_size[1]}, "
                f"{len(classes)} classes {classes}")  # fmt: skip
-    val = payload.get("meta", {}).get("val") or {}
+    val = meta.get("val") or {}
     if val:
         click.echo("validation: " + "  ".join(f"{k} {v:.3f}" for k, v in val.items() if k.startswith("AP")))
-    click.echo(format_costs(stage_costs(net)))
+    click.echo(format_costs(costs))
 
 
 from lighthead_edge.export.commands import export_cmd  # noqa: E402 - click only; the export runs inside it
@@ -231,10 +247,11 @@ def demo(out: str, minutes: float, threads: int | None) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- prune
 DEFAULT_FINETUNE_EPOCHS = 3
+PRUNE_WARMUP_ITERS = 50
 TIME_BOUND_EPOCHS = 100_000  # "until --finetune-minutes is spent": the time budget ends the run and its LR schedule
 
 
-def finetune_epochs(epochs: int | None, iters: int | None, minutes: float | None) -> int:
+def finetune_epochs_of(epochs: int | None, iters: int | None, minutes: float | None) -> int:
     """The prune command's fine-tuning length: ``--finetune-epochs`` if given; else, with only
     ``--finetune-minutes``, as many epochs as the time allows (3 epochs are 57 iterations on a 19-image set, which
     would make the budget meaningless); else 3."""
@@ -285,26 +302,30 @@ def finetune_epochs(epochs: int | None, iters: int | None, minutes: float | None
 @click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, help="Where the pruned model.pt goes.")
-def prune(**kw) -> None:
+def prune(
+    model: str, ratio: float, train_json: str, val_json: str | None, finetune_epochs: int | None,
+    finetune_iters: int | None, finetune_minutes: float | None, thin_ratio: float | None, fc_ratio: float,
+    augment: str, distill: bool, reconstruct: bool, calib_batches: int, importance: str, round_to: int,
+    backbone: bool, thin_head: bool, lr: float, batch_size: int, threads: int | None, seed: int, out: str,
+) -> None:  # fmt: skip
     """Prune MODEL (backbone channels, thin-map C_mid, whole PS groups), fine-tune it and save it; prints the
     per-stage MACs/params and the val AP before and after."""
     from lighthead_edge.compress.pipeline import PruneSettings, prune_checkpoint
     from lighthead_edge.compress.prune import Importance
     from lighthead_edge.config import TrainConfig
 
-    epochs = finetune_epochs(kw["finetune_epochs"], kw["finetune_iters"], kw["finetune_minutes"])
     tcfg = TrainConfig(
-        epochs=epochs, iters=kw["finetune_iters"], lr=kw["lr"], batch_size=kw["batch_size"],
-        warmup_iters=50, threads=kw["threads"], seed=kw["seed"], max_minutes=kw["finetune_minutes"],
-        augment=kw["augment"],
+        epochs=finetune_epochs_of(finetune_epochs, finetune_iters, finetune_minutes), iters=finetune_iters, lr=lr,
+        batch_size=batch_size, warmup_iters=PRUNE_WARMUP_ITERS, threads=threads, seed=seed,
+        max_minutes=finetune_minutes, augment=augment,
     )  # fmt: skip
     settings = PruneSettings(
-        ratio=kw["ratio"], importance=Importance(kw["importance"]), round_to=kw["round_to"] or None,
-        backbone=kw["backbone"], thin_head=kw["thin_head"], distill=kw["distill"], fc_ratio=kw["fc_ratio"],
-        thin_ratio=kw["thin_ratio"], reconstruct=kw["reconstruct"], calib_batches=kw["calib_batches"],
+        ratio=ratio, importance=Importance(importance), round_to=round_to or None, backbone=backbone,
+        thin_head=thin_head, distill=distill, fc_ratio=fc_ratio, thin_ratio=thin_ratio, reconstruct=reconstruct,
+        calib_batches=calib_batches,
     )  # fmt: skip
-    run = prune_checkpoint(kw["model"], kw["out"], train_json=kw["train_json"], val_json=kw["val_json"],
-                           settings=settings, train_config=tcfg, log=_echo)  # fmt: skip
+    run = prune_checkpoint(model, out, train_json=train_json, val_json=val_json, settings=settings,
+                           train_config=tcfg, command=command_line(), log=_echo)  # fmt: skip
     click.echo(run.report.format())
     click.echo(run.format_ap())
     click.echo(f"saved {run.out}")

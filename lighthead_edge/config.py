@@ -92,21 +92,10 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Settings of the training / fine-tuning loop."""
+class LossSettings:
+    """How the training losses match and sample: anchors for the RPN, RoIs for the R-CNN head (the model's
+    constructor takes them; they change nothing at inference)."""
 
-    epochs: int = 12
-    iters: int | None = None  # when set, overrides epochs
-    batch_size: int = 4
-    optimizer: str = "adamw"  # "adamw" | "sgd" (AdamW learnt ~3x faster on CPU-sized runs here)
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 100
-    schedule: str = "cosine"  # "cosine" | "step" | "constant"
-    hflip: bool = True
-    augment: str = "flip"  # "flip" | "aerial" (also vertical flips, quarter turns, colour jitter)
-    # sampling
     rpn_batch_size: int = 256
     rpn_positive_fraction: float = 0.5
     rpn_fg_iou: float = 0.7
@@ -116,19 +105,48 @@ class TrainConfig:
     roi_fg_iou: float = 0.5
     roi_bg_iou_hi: float = 0.5
     roi_bg_iou_lo: float = 0.0
+
+
+LR_DEFAULTS = {"adamw": 1e-3, "sgd": 0.02}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training / fine-tuning loop. ``None`` fields are resolved to what a run actually uses: ``lr``
+    here (per optimizer), ``frozen_stages`` and ``freeze_bn`` by ``train()`` (they depend on the starting weights);
+    a checkpoint records the resolved config (``to_dict``)."""
+
+    epochs: int = 12
+    iters: int | None = None  # when set, overrides epochs
+    batch_size: int = 4
+    optimizer: str = "adamw"  # "adamw" | "sgd" (AdamW learnt ~3x faster on CPU-sized runs here)
+    lr: float | None = None  # None: 1e-3 for adamw, 0.02 for sgd
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100
+    schedule: str = "cosine"  # "cosine" | "step" | "constant"
+    hflip: bool = True
+    augment: str = "flip"  # "flip" | "aerial" (also vertical flips, quarter turns, colour jitter)
+    losses: LossSettings = field(default_factory=LossSettings)
     # bookkeeping
     eval_every: int = 1  # epochs between validation runs
     seed: int = 0
     workers: int = 0
     threads: int | None = None
     max_minutes: float | None = None  # wall-clock budget: stop, validate and save when it is spent
-    freeze_bn: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    freeze_bn: bool | None = None  # None: BatchNorm frozen when starting from weights (pretrained or a model)
+    frozen_stages: int | None = None  # backbone stages kept frozen; None: 2 with a pretrained backbone, else 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
+        if self.optimizer not in LR_DEFAULTS:
             raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ConfigError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.lr is None:
+            object.__setattr__(self, "lr", LR_DEFAULTS[self.optimizer])
         if self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("batch_size must be >= 1 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (nested dicts for ``losses``): what a checkpoint records under ``"train"``."""
+        return dataclasses.asdict(self)

@@ -3,6 +3,7 @@ epoch, the best checkpoint kept, and resume. Pruning reuses it through ``init_mo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -42,12 +43,25 @@ def last_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last.pt")
 
 
-def _build_model(model_config, train_config, classes, pretrained, init_model) -> LightHeadRCNN:
+def training_record(cfg: TrainConfig, command: str | None) -> dict[str, Any]:
+    """What a checkpoint records under ``"train"``: every setting of the run (resolved) and its command line."""
+    return {"settings": cfg.to_dict(), "command": command}
+
+
+def resolve_config(cfg: TrainConfig, *, pretrained: bool, init_model: bool) -> TrainConfig:
+    """``cfg`` with the settings that depend on the starting weights filled in: BatchNorm is frozen when starting
+    from weights (detection batches are too small for it), and 2 backbone stages with an ImageNet backbone."""
+    freeze_bn = (pretrained or init_model) if cfg.freeze_bn is None else cfg.freeze_bn
+    frozen_stages = (2 if pretrained else 0) if cfg.frozen_stages is None else cfg.frozen_stages
+    return dataclasses.replace(cfg, freeze_bn=freeze_bn, frozen_stages=frozen_stages)
+
+
+def _build_model(model_config, cfg: TrainConfig, classes, pretrained, init_model) -> LightHeadRCNN:
     if init_model is not None:
-        init_model.train_config = train_config
+        init_model.use_losses(cfg.losses)
         return init_model
     config = ModelConfig.from_dict({**model_config.to_dict(), "num_classes": len(classes)})
-    return build_detector(config, pretrained_backbone=pretrained, train_config=train_config)
+    return build_detector(config, pretrained_backbone=pretrained, losses=cfg.losses)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -90,13 +104,13 @@ def make_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _prepare_model(model: LightHeadRCNN, freeze_bn: bool, frozen_stages: int) -> None:
+def _prepare_model(model: LightHeadRCNN, cfg: TrainConfig) -> None:
     model.train()
-    if freeze_bn:
+    if cfg.freeze_bn:
         freeze_batchnorm(model.backbone)
     features = getattr(model.backbone, "features", None)
-    if features is not None and frozen_stages > 0:
-        for p in features[:frozen_stages].parameters():
+    if features is not None and cfg.frozen_stages:
+        for p in features[: cfg.frozen_stages].parameters():
             p.requires_grad_(False)
 
 
@@ -113,6 +127,7 @@ def train(
     init_meta: dict[str, Any] | None = None,
     resume: bool = False,
     extra_loss: ExtraLoss | None = None,
+    command: str | None = None,
     progress_bar: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -120,19 +135,21 @@ def train(
 
     Without ``val_json`` the last epoch's model is kept. ``resume`` continues from ``<out>.last.pt``.
     ``init_meta`` is the init checkpoint's meta: its architecture marks (``pruned``) carry over, so the fine-tuned
-    checkpoints rebuild the same pruned shapes when loaded.
+    checkpoints rebuild the same pruned shapes when loaded. Every checkpoint records ``train_config`` as resolved
+    (``resolve_config``) and ``command``, the command line that started the run (None from Python).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    cfg = train_config or TrainConfig()
+    cfg = resolve_config(train_config or TrainConfig(), pretrained=pretrained is not None,
+                         init_model=init_model is not None)  # fmt: skip
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
     train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg, init_classes)
     model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
-    freeze_bn = cfg.freeze_bn and (pretrained is not None or init_model is not None)
-    _prepare_model(model, freeze_bn, int(cfg.extra.get("frozen_stages", 2 if pretrained is not None else 0)))
-    run = _Run(model, train_set, val_set, cfg, Path(out), freeze_bn, extra_loss, progress_bar, log)
+    _prepare_model(model, cfg)
+    run = _Run(model, train_set, val_set, cfg, Path(out), extra_loss, progress_bar, log)
+    run.record = training_record(cfg, command)
     run.carried_meta = {k: v for k, v in (init_meta or {}).items() if k in CARRIED_META}
     if resume:
         run.restore()
@@ -156,11 +173,9 @@ def _datasets(
 class _Run:
     """One training run: the loop, validation, checkpoints and the time budget."""
 
-    def __init__(
-        self, model, train_set, val_set, cfg: TrainConfig, out: Path, freeze_bn, extra_loss, progress_bar, log
-    ):
+    def __init__(self, model, train_set, val_set, cfg: TrainConfig, out: Path, extra_loss, progress_bar, log):
         self.model, self.train_set, self.val_set, self.cfg, self.out = model, train_set, val_set, cfg, out
-        self.freeze_bn, self.extra_loss, self.progress_bar, self.log = freeze_bn, extra_loss, progress_bar, log
+        self.extra_loss, self.progress_bar, self.log = extra_loss, progress_bar, log
         self.loader = DataLoader(
             train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
             drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers,
@@ -176,6 +191,7 @@ class _Run:
         )
         self.state = _RunState()
         self.carried_meta: dict[str, Any] = {}
+        self.record: dict[str, Any] | None = None  # training_record(), written into every checkpoint
 
     def _time_used(self) -> float:
         return (time.perf_counter() - self.start) / self.budget_s
@@ -195,7 +211,7 @@ class _Run:
         deadline = self.start + self.budget_s if self.budget_s else float("inf")
         while state.epoch < self.epochs and state.iteration < self.total_iters:
             _train_epoch(self.model, self.loader, self.optimizer, self.scheduler, state, self.total_iters,
-                         self.extra_loss, self.progress_bar, self.freeze_bn, deadline)  # fmt: skip
+                         self.extra_loss, self.progress_bar, self.cfg.freeze_bn, deadline)  # fmt: skip
             state.epoch += 1
             if time.perf_counter() >= deadline:
                 self.log(f"time budget of {self.cfg.max_minutes} min spent at iteration {state.iteration}; stopping")
@@ -217,9 +233,10 @@ class _Run:
             state.best_metrics = metrics or {}
             meta = {"val": state.best_metrics, "epoch": state.epoch, "train_data": str(self.train_set.coco_path),
                     "history": state.history}  # fmt: skip
-            save_checkpoint(self.out, self.model, classes, meta={**self.carried_meta, **meta})
+            save_checkpoint(self.out, self.model, classes, meta={**self.carried_meta, **meta}, train=self.record)
         train_state = state.to_dict(self.optimizer, self.scheduler)
-        save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train_state=train_state)
+        save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train=self.record,
+                        train_state=train_state)  # fmt: skip
         shown = format_metrics(metrics) if metrics else "(not validated)"
         of = str(self.epochs)
         if self.budget_s and 0 < state.epoch < self.epochs and state.seconds > 0:

@@ -80,11 +80,13 @@ def finetune_pruned(
     prune_meta: dict[str, Any],
     teacher: LightHeadRCNN | None = None,
     distill=None,
+    command: str | None = None,
     progress_bar: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Fine-tune ``model`` in place with ``train()``, keep its best state (by val AP; the last without ``val_json``)
-    at ``out`` with ``meta["pruned"] = prune_meta`` -> the best val metrics ({} without val).
+    at ``out`` with ``meta["pruned"] = prune_meta``, and load that state into ``model`` -> the checkpoint's payload
+    (``meta`` with the best val metrics, ``train`` with the training record of ``command``).
 
     ``teacher`` (the unpruned model) turns on distillation, with ``distill`` a ``DistillConfig`` (None: defaults).
     ``train()`` carries the pruned marker into every checkpoint it writes (``init_meta``), so they all reload.
@@ -95,14 +97,15 @@ def finetune_pruned(
 
     distiller = RoIDistiller(teacher, model, distill) if teacher is not None else None
     try:
-        result = train(
+        train(
             train_json=train_json, val_json=val_json, out=out, init_model=model, init_classes=classes,
-            init_meta={PRUNED_META_KEY: prune_meta}, train_config=train_config, extra_loss=distiller,
+            init_meta={PRUNED_META_KEY: prune_meta}, train_config=train_config, extra_loss=distiller, command=command,
             progress_bar=progress_bar, log=log,
         )  # fmt: skip
     finally:
         if distiller is not None:
             distiller.close()
-    model.load_state_dict(read_checkpoint(out)["state_dict"])
+    payload = read_checkpoint(out)
+    model.load_state_dict(payload.pop("state_dict"))
     model.eval()
-    return dict(result.best_metrics)
+    return payload

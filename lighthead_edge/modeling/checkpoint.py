@@ -1,5 +1,6 @@
-"""``model.pt``: the model config, class names and state dict (plus optional training state), loadable with
-``torch.load(weights_only=True)``. Written atomically: a temporary file in the same directory, then a rename."""
+"""``model.pt``: the model config, class names and state dict, the training settings it was trained with (plus
+optional resumable training state), loadable with ``torch.load(weights_only=True)``. Written atomically: a temporary
+file in the same directory, then a rename."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ def save_checkpoint(
     class_names: list[str],
     *,
     meta: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``path`` atomically. ``meta`` holds plain values (metrics, data paths); ``train_state`` optimizer,
+    """Write ``path`` atomically. ``meta`` holds plain values (metrics, data paths); ``train`` the effective training
+    settings and command line (``train.training_record``; None: not trained here); ``train_state`` optimizer,
     scheduler and epoch for ``--resume``."""
     path = Path(path)
     if len(class_names) != model.config.num_classes:
@@ -37,6 +40,7 @@ def save_checkpoint(
         "classes": list(class_names),
         "state_dict": model.state_dict(),
         "meta": meta or {},
+        "train": train,
     }
     if train_state is not None:
         payload["train_state"] = train_state

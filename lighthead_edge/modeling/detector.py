@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lighthead_edge.config import ModelConfig, TrainConfig
+from lighthead_edge.config import LossSettings, ModelConfig
 from lighthead_edge.modeling.backbones import build_backbone
 from lighthead_edge.modeling.rcnn_head import RCNNHead, RoIHeads, rcnn_loss
 from lighthead_edge.modeling.rpn import RegionProposalNetwork, RPNHead, RPNSettings, rpn_loss, sample_labels
@@ -27,12 +27,13 @@ class LightHeadRCNN(nn.Module):
 
     In training mode it also takes ``targets`` (a list of dicts with ``boxes`` Tensor[N, 4] xyxy in input pixels and
     ``labels`` Tensor[N] in 1..C) and returns a dict of losses; in eval mode it returns a list of ``Detections``.
+    ``losses`` sets how those losses match and sample anchors and RoIs (``use_losses`` changes it for fine-tuning).
     """
 
-    def __init__(self, config: ModelConfig, backbone: nn.Module, train_config: TrainConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig, backbone: nn.Module, losses: LossSettings | None = None) -> None:
         super().__init__()
         self.config = config
-        self.train_config = train_config or TrainConfig()
+        self.losses = losses or LossSettings()
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False)
         self.backbone = backbone
@@ -56,6 +57,10 @@ class LightHeadRCNN(nn.Module):
         )
         self.box_coder = BoxCoder(RCNN_BOX_WEIGHTS)
 
+    def use_losses(self, losses: LossSettings) -> None:
+        """Train with these matching and sampling settings from now on (a loaded model starts with the defaults)."""
+        self.losses = losses
+
     def normalize(self, images: Tensor) -> Tensor:
         return (images - self.pixel_mean) / self.pixel_std
 
@@ -73,7 +78,7 @@ class LightHeadRCNN(nn.Module):
         return self.postprocess(cls_logits, box_deltas, proposals, image_size)
 
     def _losses(self, thin, proposals, logits, deltas, anchors, targets) -> dict[str, Tensor]:
-        t = self.train_config
+        t = self.losses
         gt_boxes = [tgt["boxes"] for tgt in targets]
         losses = rpn_loss(
             logits, deltas, anchors, gt_boxes,
@@ -88,7 +93,7 @@ class LightHeadRCNN(nn.Module):
     @torch.no_grad()
     def _sample_rois(self, proposals: list[Tensor], targets: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
         """Match proposals (plus the ground truth itself) to ground truth and sample fg/bg RoIs per image."""
-        t = self.train_config
+        t = self.losses
         all_rois, all_labels, all_targets = [], [], []
         for i, (props, tgt) in enumerate(zip(proposals, targets)):
             gt, gt_labels = tgt["boxes"], tgt["labels"]
@@ -136,11 +141,11 @@ def _to_rois(proposals: list[Tensor]) -> Tensor:
 
 
 def build_detector(
-    config: ModelConfig, *, pretrained_backbone: str | Path | None = None, train_config: TrainConfig | None = None
+    config: ModelConfig, *, pretrained_backbone: str | Path | None = None, losses: LossSettings | None = None
 ) -> LightHeadRCNN:
     """The one place a detector is built from its settings."""
     backbone = build_backbone(config.backbone, pretrained=pretrained_backbone)
-    return LightHeadRCNN(config, backbone, train_config)
+    return LightHeadRCNN(config, backbone, losses)
 
 
 def freeze_batchnorm(module: nn.Module) -> None:

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from lighthead_edge.cli import TIME_BOUND_EPOCHS, finetune_epochs
+from lighthead_edge.cli import TIME_BOUND_EPOCHS, finetune_epochs_of
 from lighthead_edge.compress import DistillConfig, RoIDistiller, prune_model, recalibrate_bn, remove_ps_groups
-from lighthead_edge.compress.prune import prune_branch_mid, ps_channels
+from lighthead_edge.compress.surgery import prune_branch_mid, ps_channels
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.errors import CheckpointError, ConfigError
 from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
@@ -108,7 +108,8 @@ def test_pruned_checkpoint_round_trip_with_weights_only(tmp_path, tiny_detector,
 def test_fc_hidden_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image, rois):
     """Removing fc hidden units == zeroing their fc rows (ReLU(0) feeds nothing): same logits and deltas; the
     outputs' input columns follow, config.fc_dim follows, and the checkpoint reloads under weights_only."""
-    from lighthead_edge.compress.prune import fc_hidden_importance, prune_fc_hidden
+    from lighthead_edge.compress.prune import fc_hidden_importance
+    from lighthead_edge.compress.surgery import prune_fc_hidden
 
     keep = torch.tensor([0, 3, 4, 9, 100, 2047])
     pruned, zeroed = copy.deepcopy(tiny_detector), copy.deepcopy(tiny_detector)
@@ -226,7 +227,7 @@ def test_cli_prune_refuses_epochs_and_iterations(cli, tmp_path, tiny_checkpoint,
 )  # fmt: skip
 def test_finetune_minutes_alone_bound_fine_tuning_by_time(epochs, iters, minutes, expected):
     """--finetune-minutes alone must not be capped by the 3-epoch default (57 iterations on a 19-image set)."""
-    assert finetune_epochs(epochs, iters, minutes) == expected
+    assert finetune_epochs_of(epochs, iters, minutes) == expected
 
 
 def test_exported_pruned_model_keeps_shapes_and_parity(tmp_path, tiny_detector):
@@ -338,3 +339,28 @@ def test_backbone_kept_widths_round_up(ratio):
              if isinstance(m, nn.Conv2d)]  # fmt: skip
     assert all(kept == min(n, math.ceil((n - int(n * ratio)) / 8) * 8) for n, kept in convs), convs
     assert any(kept < n for n, kept in convs)
+
+
+def test_compress_package_is_lazy_and_prune_and_reconstruct_share_surgery_without_a_cycle():
+    import ast
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lighthead_edge.compress as compress
+
+    code = "import json, sys, lighthead_edge.compress; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert "torch" not in loaded and "nncf" not in loaded
+    assert all(getattr(compress, name) is not None for name in compress.__all__)  # every lazy name resolves
+    with pytest.raises(AttributeError):
+        compress.no_such_name  # noqa: B018
+    root = Path(compress.__file__).parent
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+    assert "lighthead_edge.compress.prune" not in imports("reconstruct")
+    assert "lighthead_edge.compress.surgery" in imports("reconstruct") & imports("prune")

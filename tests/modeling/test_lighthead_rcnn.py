@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lighthead_edge.config import ModelConfig
+from lighthead_edge.config import LossSettings, ModelConfig
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.backbones import build_backbone
 from lighthead_edge.modeling.detector import build_detector
@@ -57,17 +57,18 @@ def test_anchors_layout_and_sizes():
 
 
 def test_eval_forward_shapes(tiny_detector, tiny_config):
-    images = torch.rand(2, 3, *tiny_config.input_size) * 255
+    images = torch.rand(2, 3, *tiny_config.input_size, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         dets = tiny_detector(images)
     assert len(dets) == 2
     for d in dets:
         n = d["boxes"].shape[0]
+        # an untrained head scores every class near 1/5, far above score_thresh (0.05): detections must come out
+        assert 0 < n <= tiny_config.detections_per_img
         assert d["boxes"].shape == (n, 4) and d["scores"].shape == (n,) and d["labels"].shape == (n,)
-        assert n <= tiny_config.detections_per_img
-        if n:
-            assert d["labels"].min() >= 1 and d["labels"].max() <= 4
-            assert (d["boxes"] >= 0).all() and (d["boxes"][:, 2:] <= 128).all()
+        assert d["labels"].min() >= 1 and d["labels"].max() <= 4
+        assert (d["boxes"] >= 0).all() and (d["boxes"][:, 2:] <= 128).all()
+        assert (d["scores"] > tiny_config.score_thresh).all()
 
 
 def test_rcnn_fc_input_is_alpha_p_p(tiny_detector):
@@ -97,6 +98,23 @@ def test_training_losses_and_gradients(tiny_config):
         model.backbone.features[0][0].weight,
     ):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_loss_settings_set_the_sampled_rois(tiny_config):
+    """``LossSettings`` reach the sampling: the R-CNN head trains on at most ``roi_batch_size`` RoIs per image, with
+    at most ``roi_positive_fraction`` of them foreground."""
+    torch.manual_seed(0)
+    model = build_detector(tiny_config, losses=LossSettings(roi_batch_size=16, roi_positive_fraction=0.5)).train()
+    shifts = torch.arange(20.0)[:, None] * 0.1
+    near, far = torch.tensor([[10.0, 10, 60, 60]]) + shifts, torch.tensor([[70.0, 70, 120, 120]]) + shifts
+    proposals = [torch.cat([near, far])] * 2  # 20 foreground and 20 background candidates (+ the gt) per image
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 60]]), "labels": torch.tensor([2])}] * 2
+    rois, labels, _ = model._sample_rois(proposals, targets)
+    assert rois.shape[0] == 2 * 16 and int((labels > 0).sum()) == 2 * 8
+    model.use_losses(LossSettings(roi_batch_size=6, roi_positive_fraction=0.5))
+    rois, labels, _ = model._sample_rois(proposals, targets)
+    assert rois.shape[0] == 2 * 6 and int((labels > 0).sum()) == 2 * 3
+    assert not hasattr(model, "train_config")
 
 
 def test_a_few_steps_reduce_the_loss(tiny_config):

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lighthead_edge.config import ModelConfig, TrainConfig
+from lighthead_edge.config import LossSettings, ModelConfig, TrainConfig
 from lighthead_edge.data.synth import generate_dataset
 from lighthead_edge.train import train
 
@@ -37,7 +37,7 @@ def main() -> None:
         data = generate_dataset(tmp, 96, 16, size=(SIZE, SIZE), seed=0, progress=False)
         tcfg = TrainConfig(
             iters=args.iters, batch_size=4, optimizer="adamw", lr=1e-3, warmup_iters=20, threads=args.threads,
-            roi_batch_size=64, rpn_batch_size=128,
+            losses=LossSettings(roi_batch_size=64, rpn_batch_size=128),
         )  # fmt: skip
         result = train(
             train_json=data["train"], val_json=data["val"], out=Path(tmp) / "model.pt", model_config=MODEL_CONFIG,
