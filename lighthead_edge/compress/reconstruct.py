@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lighthead_edge.compress.distill import teacher_rois
+from lighthead_edge.compress.surgery import BRANCHES, prune_fc_hidden, remove_ps_groups
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
 
@@ -169,8 +170,6 @@ def _head_moments(model: LightHeadRCNN, teacher: LightHeadRCNN, batches: Batches
 # ------------------------------------------------------------------------------------------------------- steps
 def reconstruct_mids(model: LightHeadRCNN, batches: Batches, keep: dict[str, int]) -> dict[str, float]:
     """Factorise the thin head's branches ("a", "b") to ``keep[branch]`` mids in place -> relative error per branch."""
-    from lighthead_edge.compress.prune import BRANCHES
-
     moments, errors = _mid_moments(model, batches), {}
     for branch, (first, second) in BRANCHES.items():
         th = model.thin_head
@@ -212,8 +211,6 @@ def reconstruct_head(
 ) -> tuple[list[int], ReconstructReport]:
     """Prune the light head of ``model`` in place with least-squares reconstruction against ``teacher`` (the
     unpruned model) -> (removed PS groups, report). ``mid_keep``/``fc_keep`` None leave that width alone."""
-    from lighthead_edge.compress.prune import prune_fc_hidden, remove_ps_groups
-
     model.eval()
     teacher.eval()
     mid_errors = reconstruct_mids(model, batches, mid_keep) if mid_keep else {}

@@ -12,8 +12,9 @@ from torch import nn
 
 from lighthead_edge.compress import prune_model, remove_ps_groups
 from lighthead_edge.compress.finetune import calibration_batches
-from lighthead_edge.compress.prune import mid_importance, prune_branch_mid
+from lighthead_edge.compress.prune import mid_importance
 from lighthead_edge.compress.reconstruct import lowrank_mid, reconstruct_head
+from lighthead_edge.compress.surgery import prune_branch_mid
 from lighthead_edge.modeling.checkpoint import load_checkpoint
 
 
