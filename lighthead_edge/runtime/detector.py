@@ -91,6 +91,7 @@ class Detector:
         )
         self.class_names = self.bundle.class_names
         self.input_size = self.bundle.input_size
+        _check_input_size(self.bundle, self.artifact, self.engine.input_shape)
         self._pad_bgr = self.bundle.pad_bgr
 
     @property
@@ -137,3 +138,13 @@ class Detector:
     def infer_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """:meth:`stream` over a list of frames."""
         return list(self.stream(frames))
+
+
+def _check_input_size(bundle: Bundle, artifact: Artifact, graph_shape: tuple[int, ...]) -> None:
+    """Raise :class:`BundleError` unless the graph takes the manifest's input size (NHWC; -1: a dynamic dimension)."""
+    h, w = bundle.input_size
+    if len(graph_shape) == 4 and graph_shape[1] in (-1, h) and graph_shape[2] in (-1, w):
+        return
+    got = "x".join(map(str, graph_shape[1:3])) if len(graph_shape) == 4 else f"shape {list(graph_shape)}"
+    raise BundleError(f"bundle {bundle.root}: {artifact.path} takes {got} images but the manifest says {h}x{w}; "
+                      "re-export the bundle")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from lighthead_edge.data.transforms import letterbox, read_image
-from lighthead_edge.runtime import BundleError, Detections, Detector, load_bundle
+from lighthead_edge.runtime import Bundle, BundleError, Detections, Detector, load_bundle
 
 BACKENDS = ["onnxruntime", "openvino"]
 
@@ -159,3 +160,18 @@ def test_cli_eval_refuses_a_tampered_bundle_in_one_line(assets, tmp_path) -> Non
                                                 f"{(bundle / 'model_fp32.xml').stat().st_size} bytes, "
                                                 f"{(assets.bundle / 'model_fp32.xml').stat().st_size} expected "
                                                 "(truncated or replaced); re-export or re-copy it"]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_input_size_the_graph_does_not_take_is_refused_in_one_line(assets, backend) -> None:
+    bundle = load_bundle(assets.bundle)
+    assert Detector(bundle, backend).engine.input_shape == (1, *bundle.input_size, 3)
+    manifest = copy.deepcopy(bundle.manifest)
+    manifest["input"]["shape"] = [1, 96, 112, 3]
+    wrong = Bundle(bundle.root, manifest)
+    h, w = bundle.input_size
+    with pytest.raises(BundleError) as info:
+        Detector(wrong, backend)
+    path = wrong.artifact(backend).path
+    assert str(info.value) == (f"bundle {bundle.root}: {path} takes {h}x{w} images but the manifest says 96x112; "
+                               "re-export the bundle")  # fmt: skip
