@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lighthead_edge.config import ModelConfig, TrainConfig
+from lighthead_edge.data.cocojson import image_paths
 
 # trees are small (median ~35 px at 10 cm/px): a 512 input and anchors from 16 px up
 DEMO_MODEL = ModelConfig(backbone="mobilenet_v2", head_size="S", input_size=(512, 512), anchor_scales=(1, 2, 4, 8, 16))
@@ -63,7 +64,7 @@ def run_demo(
     _step(6, n, "drawing the INT8 bundle's detections (torch-free runtime, OpenVINO)")
     pictures = draw_bundle_detections(bundle, data["val"], out)
     _step(7, n, "a drone flyover of the held-out scenes through the video runner -> MP4 + JSONL")
-    video = make_flyover([Path(data["val"]).parent / name for name in _val_files(data["val"])], out / "flyover.mp4")
+    video = make_flyover(image_paths(data["val"]), out / "flyover.mp4")
     run_summary = run_flyover(bundle, video, out, threads)
     summary = {
         "model": str(result.checkpoint), "bundle": str(bundle), "train_minutes": round(result.seconds / 60, 2),
@@ -89,21 +90,16 @@ def draw_bundle_detections(bundle: Path, coco_json: str | Path, out_dir: Path) -
     from lighthead_edge.runtime import Detector
     from lighthead_edge.runtime.draw import draw_detections
 
-    coco = json.loads(Path(coco_json).read_text())
     detector = Detector(bundle, backend="openvino", precision="int8")
     paths = []
-    for image in coco["images"]:
-        frame = cv2.imread(str(Path(coco_json).parent / image["file_name"]))
+    for image in image_paths(coco_json):
+        frame = cv2.imread(str(image))
         dets = detector(frame)
         picture = draw_detections(frame, dets.boxes, dets.scores, dets.labels, dets.class_names)
-        path = out_dir / f"detections_{Path(image['file_name']).stem}.jpg"
+        path = out_dir / f"detections_{image.stem}.jpg"
         cv2.imwrite(str(path), picture)
         paths.append(path)
     return paths
-
-
-def _val_files(coco_json: str | Path) -> list[str]:
-    return [image["file_name"] for image in json.loads(Path(coco_json).read_text())["images"]]
 
 
 def make_flyover(images: list[Path], out: Path, *, window: int = 320, step: int = 4, fps: float = 20.0) -> Path:

@@ -24,10 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from lighthead_edge.compress.bench import BenchSettings, latencies, measure_torch
+from lighthead_edge.compress.bench import measure_torch
 from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
 from lighthead_edge.compress.report import add_ratios, write_report
-from lighthead_edge.export.bundle import _host
+from lighthead_edge.measure import BenchSettings, host_description, latencies
 from lighthead_edge.runtime.isa import ISAS, cap_isa
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, row in table.items():
         row["ratios"]["vs_torch"] = add_ratios({key: results[key], **{"torch/fp32": results["torch/fp32"]}}, threads,
                                                "torch/fp32")[key]["ratios"].get("latency_p50")  # fmt: skip
-    report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": bench.val_json,
+    report = {"model": checkpoint.name, "host": host_description(), "threads": threads, "val_data": bench.val_json,
               "isa": args.isa, "results": table, "quantization": plain.quantization}  # fmt: skip
     print(f"report: {write_report(out, report)}")
     print((out / "report.md").read_text())

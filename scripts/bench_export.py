@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lighthead_edge.compress.bench import timings
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.export.bundle import AUTO_METHODS
 from lighthead_edge.export.graph import build_export_model, example_input
 from lighthead_edge.export.onnx import export_onnx
+from lighthead_edge.measure import timings
 from lighthead_edge.modeling.detector import build_detector
 from lighthead_edge.ops.ps_roi_align import ps_roi_align
 from lighthead_edge.ops.ps_roi_align_export import PSRoIAlignExport, PSRoIAlignMethod

@@ -7,21 +7,20 @@ of a trained checkpoint before and after fine-tuning.
 
 Latency is eager torch FP32, per stage and end to end, on random weights (pruning changes shapes, not the cost of
 a weight value). The R-CNN head is timed at a fixed RoI count, so proposal counts don't blur the comparison; the
-end-to-end figure uses whatever the random RPN proposes. Unpruned and pruned runs alternate, so machine load
-drifts hit both alike; medians are printed.
+end-to-end figure uses whatever the random RPN proposes. Unpruned and pruned runs are timed interleaved
+(:func:`lighthead_edge.measure.interleaved_timings`), so machine load drifts hit both alike; medians are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 from lighthead_edge.compress import PruneSettings, prune_checkpoint, prune_model
 from lighthead_edge.config import ModelConfig, TrainConfig
+from lighthead_edge.measure import interleaved_timings
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector
 
 
@@ -48,17 +47,14 @@ def _stage_calls(model: LightHeadRCNN, num_rois: int) -> dict[str, Callable[[], 
 
 @torch.no_grad()
 def time_models(models: dict[str, LightHeadRCNN], runs: int, num_rois: int) -> dict[str, dict[str, float]]:
-    """-> {model name: {stage: median ms}}, timing the models' stages in alternation after 2 warm-up calls."""
-    calls = {name: _stage_calls(m.eval(), num_rois) for name, m in models.items()}
-    samples: dict[str, dict[str, list[float]]] = {name: {s: [] for s in c} for name, c in calls.items()}
-    for i in range(runs + 2):
-        for name, stages in calls.items():
-            for stage, fn in stages.items():
-                start = time.perf_counter()
-                fn()
-                if i >= 2:
-                    samples[name][stage].append((time.perf_counter() - start) * 1e3)
-    return {name: {s: statistics.median(v) for s, v in st.items()} for name, st in samples.items()}
+    """-> {model name: {stage: median ms}}, every model's stages timed in one interleaved schedule."""
+    calls = {f"{name}\t{stage}": fn for name, model in models.items()
+             for stage, fn in _stage_calls(model.eval(), num_rois).items()}  # fmt: skip
+    out: dict[str, dict[str, float]] = {}
+    for key, stats in interleaved_timings(calls, runs, warmup=2, rounds=4).items():
+        name, stage = key.split("\t", 1)
+        out.setdefault(name, {})[stage] = stats["p50"]
+    return out
 
 
 def bench_latency(ratios: list[float], runs: int, num_rois: int, importance: str) -> None:

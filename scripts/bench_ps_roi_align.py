@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lighthead_edge.compress.bench import timings
+from lighthead_edge.measure import timings
 from lighthead_edge.ops.ps_roi_align import ps_roi_align
 from lighthead_edge.ops.ps_roi_align_export import PSRoIAlignExport, PSRoIAlignMethod
 

@@ -12,13 +12,14 @@ IoU >= 0.99, scores within 1e-3, AP within 0.002; FP16 AP within 0.005.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from lighthead_edge.evaluate import evaluate_bundle, evaluate_model
+from lighthead_edge.evaluate import evaluate_model
 from lighthead_edge.export import parity
+from lighthead_edge.measure import coco_metrics
 from lighthead_edge.modeling.checkpoint import load_checkpoint
 from lighthead_edge.runtime import Detector
+from lighthead_edge.runtime.bundle import load_bundle
 
 
 def main() -> None:
@@ -31,19 +32,17 @@ def main() -> None:
     model, _, _ = load_checkpoint(args.model)
     expected = parity.eager_detections(model, args.data)
     torch_metrics = evaluate_model(model, args.data, progress=False)
-    artifacts = json.loads((args.bundle / "manifest.json").read_text())["artifacts"]
+    bundle = load_bundle(args.bundle)
     header = ("artifact", "matched", "exact", "min IoU", "max |ds|", "1-sided", "AP", "dAP", "AP50")
     print("{:<18} {:>7} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6}".format(*header))
     print(f"{'torch/fp32':<18} {sum(len(e['scores']) for e in expected):>7} {'':>6} {'':>8} {'':>9} {'':>8} "
           f"{torch_metrics['AP']:>7.4f} {'':>8} {torch_metrics['AP50']:>6.3f}")  # fmt: skip
-    for art in artifacts:
-        backend, precision = art["backend"], art["precision"]
-        detector = Detector(args.bundle, backend, threads=args.threads, precision=precision)
+    for artifact in bundle.artifacts:
+        detector = Detector(bundle, artifact.backend, threads=args.threads, precision=artifact.precision)
         result = parity.compare(detector, expected, args.data)
-        metrics = evaluate_bundle(args.bundle, args.data, backend=backend, precision=precision, progress=False,
-                                  detector=detector)  # fmt: skip
+        metrics = coco_metrics(detector, args.data)
         one_sided = max(result.unmatched_scores, default=0.0)
-        print(f"{backend + '/' + precision:<18} {result.matched:>7} {result.exact:>6} {result.min_iou:>8.5f} "
+        print(f"{artifact.key:<18} {result.matched:>7} {result.exact:>6} {result.min_iou:>8.5f} "
               f"{result.max_score_diff:>9.2e} {one_sided:>8.3f} {metrics['AP']:>7.4f} "
               f"{metrics['AP'] - torch_metrics['AP']:>+8.4f} {metrics['AP50']:>6.3f}")  # fmt: skip
 

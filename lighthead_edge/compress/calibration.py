@@ -14,7 +14,6 @@ duplicate frames of a static camera don't crowd out the rare scenes). Unreadable
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lighthead_edge.data.cocojson import image_paths
 from lighthead_edge.data.transforms import PAD_BGR, letterbox
 from lighthead_edge.errors import ConfigError, DataError
 
@@ -123,14 +123,6 @@ class _Video(_Source):
             capture.release()
 
 
-def _coco_paths(path: Path) -> list[Path]:
-    try:
-        images = json.loads(path.read_text(encoding="utf-8"))["images"]
-        return [path.parent / str(im["file_name"]) for im in images]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a readable COCO json ({exc.__class__.__name__}: {exc})") from None
-
-
 def open_source(source: str | Path) -> _Source:
     """An image folder (searched recursively), a COCO json or a video file -> its readable items."""
     path = Path(source)
@@ -140,7 +132,7 @@ def open_source(source: str | Path) -> _Source:
     if not path.is_file():
         raise DataError(f"calibration source {path} not found; give an image folder, a COCO json or a video file")
     if path.suffix.lower() == ".json":
-        return _Files(_coco_paths(path))
+        return _Files(image_paths(path))
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return _Video(path)
     raise DataError(f"calibration source {path} is neither a folder, a .json nor a video ({', '.join(VIDEO_SUFFIXES)})")

@@ -7,6 +7,10 @@ this CPU has AVX2 but no VNNI: its u8 x s8 kernel (``vpmaddubsw``) saturates int
 490-channel thin map cost cosine 0.9906 against FP32; 7-bit weights cannot overflow (0.9998, ../shared/ENVIRONMENT.md).
 
 Profiling (:func:`profile_nodes`) says where the time goes, per op type, for FP32 vs INT8 graphs.
+
+Accuracy control (:func:`quantize_artifact` with ``max_drop``) ranks the quantized compute layers by the AP each gives
+back in float (:func:`ap_ranking`, probing :func:`float_variant` graphs, no re-calibration) and re-quantizes with the
+top 1, 2, 4, ... of them excluded until the AP drop is within budget.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lighthead_edge.evaluate import ValItem, ValSet
 
 COMPUTE_OP_TYPES = ("Conv", "Gemm", "MatMul")
 # Clip / Relu / Add are listed too, though they do no INT8 arithmetic worth having: with only the compute ops, every
@@ -27,6 +36,25 @@ COMPUTE_OP_TYPES = ("Conv", "Gemm", "MatMul")
 # Q/DQ pairs cost 45 of 106 ms (profile_nodes, mobilenet_v2-S 512, 2 threads). Quantized, ORT folds the ReLUs into
 # the conv's output range and runs QLinearAdd: 63 ms against 100 ms FP32. The float scopes stay excluded by name.
 QUANTIZED_OP_TYPES = (*COMPUTE_OP_TYPES, "Clip", "Relu", "Add")
+RANKING_IMAGES = 300  # val images the per-layer ranking runs on (NNCF's ranking_subset_size default)
+Log = Callable[[str], None]
+
+
+class OrtRanges(str, Enum):
+    """How ONNX Runtime INT8 sets activation ranges (``quantize --ort-ranges``).
+
+    ``minmax`` takes the calibration extremes, ``averaged`` averages each image's min/max (``CalibMovingAverage``).
+    Neither wins everywhere: measured AP drops against FP32, extremes -> averaged, were 1.03 -> 0.76 points on NEON's
+    held-out split, 0.49 -> 0.22 on the synthetic model and 1.12 -> 1.26 on the pruned synthetic model. ``auto``
+    therefore quantizes both ways when there is a val set and keeps the one with the higher AP (``minmax`` on a tie or
+    without a val set). When neither is within ``--max-drop``, ``auto`` takes ``minmax``: accuracy control's layer
+    search got within 0.5 points with 8 of 49 layers in float from it on both NEON and the pruned synthetic model,
+    against 32 and 49 of 49 from ``averaged``.
+    """
+
+    AUTO = "auto"
+    MINMAX = "minmax"
+    AVERAGED = "averaged"
 
 
 @dataclass(frozen=True)
@@ -40,7 +68,7 @@ class OrtQuantSettings:
         exclude: extra node names to keep in float (besides the float scopes), e.g. from accuracy control.
         moving_average: activation ranges from the per-image min/max averaged over the calibration set
             (``CalibMovingAverage``) instead of their extremes. ``quantize`` sets it from ``--ort-ranges``
-            (:class:`~lighthead_edge.compress.quantize.OrtRanges`, whose docstring has the measured effect).
+            (:class:`OrtRanges`, whose docstring has the measured effect).
     """
 
     per_channel: bool = True
@@ -289,3 +317,139 @@ def _drop_dead_nodes(model) -> None:
     unused = [t for t in model.graph.initializer if t.name not in read]
     for t in unused:
         model.graph.initializer.remove(t)
+
+
+# ----------------------------------------------------------------------------------------------- accuracy control
+def ort_ap(path: Path, val: ValSet, items: Sequence[ValItem] | None = None) -> float:
+    """COCO AP of the ONNX graph ``path`` on ``items`` of ``val`` (all of them by default)."""
+    from lighthead_edge.runtime.backends import Hint
+    from lighthead_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    engine = OnnxRuntimeBackend(path, device="CPU", threads=None, hint=Hint.LATENCY, jobs=None)
+    return val.ap(engine.run, items)
+
+
+def ap_ranking(src: Path, dst: Path, val: ValSet, int8_ap: float, log: Log) -> list[tuple[str, float]]:
+    """Each quantized compute layer of ``dst`` (the INT8 graph of ``src``), by the AP it gives back when it alone
+    reads float inputs (largest gain first), on the first :data:`RANKING_IMAGES` val images.
+
+    The variants are made from the INT8 graph itself (:func:`float_variant`), so ranking costs one AP evaluation per
+    layer and no re-calibration.
+    """
+    import onnx
+
+    from lighthead_edge.progress import progress
+
+    fp32, int8 = fold_initializer_identities(onnx.load(str(src))), onnx.load(str(dst))
+    names = quantized_nodes(fp32, int8)
+    subset = val.items[:RANKING_IMAGES]
+    reference = int8_ap if len(subset) == len(val.items) else ort_ap(dst, val, subset)
+    log(f"  ranking {len(names)} quantized layers by the AP each gives back in float ({len(subset)} val images)")
+    probe = dst.with_suffix(".probe.onnx")
+    gains: list[tuple[str, float]] = []
+    try:
+        for name in progress(names, desc="ranking layers"):
+            onnx.save(float_variant(fp32, int8, [name]), str(probe))
+            gains.append((name, ort_ap(probe, val, subset) - reference))
+    finally:
+        probe.unlink(missing_ok=True)
+    return sorted(gains, key=lambda kv: -kv[1])
+
+
+def _range_name(averaged: bool) -> str:
+    return (OrtRanges.AVERAGED if averaged else OrtRanges.MINMAX).value
+
+
+def _choose_ranges(
+    src: Path, dst: Path, calib: Sequence[np.ndarray], s: OrtQuantSettings, candidates: list[bool],
+    val: ValSet | None, base: float | None, max_drop: float | None, log: Log,
+) -> tuple[bool, dict[bool, float], str]:  # fmt: skip
+    """Quantize ``src`` with each ``moving_average`` candidate (scored on ``val`` if any) and leave the chosen one at
+    ``dst`` -> (chosen, val AP per candidate, why)."""
+    tried: dict[bool, float] = {}
+    for averaged in candidates:
+        out = dst if len(candidates) == 1 else dst.with_suffix(f".{_range_name(averaged)}.onnx")
+        quantize_onnx(src, out, calib, replace(s, moving_average=averaged))
+        if val is not None:
+            tried[averaged] = ort_ap(out, val)
+            log(f"onnxruntime INT8, {_range_name(averaged)} ranges: AP {tried[averaged]:.4f} against FP32 {base:.4f}")
+    why = "the higher val AP"
+    if len(candidates) == 1:
+        return candidates[0], tried, why
+    averaged = max(tried, key=tried.__getitem__)  # a tie keeps minmax, the first candidate
+    if max_drop is not None and base - tried[averaged] > max_drop:
+        averaged, why = False, "over budget either way; accuracy control searches from minmax"
+    for other in candidates:
+        path = dst.with_suffix(f".{_range_name(other)}.onnx")
+        if other == averaged:
+            path.replace(dst)
+        else:
+            path.unlink()
+    log(f"onnxruntime INT8: keeping {_range_name(averaged)} ranges ({why})")
+    return averaged, tried, why
+
+
+def _search(
+    src: Path, dst: Path, calib: Sequence[np.ndarray], s: OrtQuantSettings, val: ValSet, base: float, ap: float,
+    max_drop: float, log: Log,
+) -> tuple[list[dict[str, str]], float]:  # fmt: skip
+    """Re-quantize with the top 1, 2, 4, ... of :func:`ap_ranking` in float until the drop is within ``max_drop``
+    (or every ranked layer is) -> (the layers kept in float, each with why; the final AP)."""
+    log(f"onnxruntime INT8: AP {ap:.4f} against FP32 {base:.4f} (budget {max_drop})")
+    ranking = ap_ranking(src, dst, val, ap, log) if base - ap > max_drop else []
+    k, kept = 1, set()
+    while base - ap > max_drop and k <= len(ranking):
+        exclude = tuple(name for name, _ in ranking[:k])
+        kept = set(quantize_onnx(src, dst, calib, replace(s, exclude=(*s.exclude, *exclude))).kept_float)
+        ap = ort_ap(dst, val)
+        log(f"  {k} highest-ranked layer(s) in float: AP {ap:.4f}")
+        if k == len(ranking):
+            break
+        k = min(2 * k, len(ranking))  # the last try keeps every ranked layer in float
+    met = "within" if base - ap <= max_drop else "still over"
+    why = "AP {:+.4f} when it alone reads float inputs, rank {} of {}; AP drop {:.4f} -> {} {}"
+    return [{"name": n, "why": why.format(g, i + 1, len(ranking), base - ap, met, max_drop)}
+            for i, (n, g) in enumerate(ranking) if n in kept], ap  # fmt: skip
+
+
+def quantize_artifact(
+    src: Path, dst: Path, calib: Sequence[np.ndarray], settings: OrtQuantSettings, *,
+    ranges: OrtRanges = OrtRanges.AUTO, val: ValSet | None = None, max_drop: float | None = None, threads: int = 2,
+    log: Log = print,
+) -> dict[str, Any]:  # fmt: skip
+    """A bundle's QDQ INT8 graph ``dst`` of ``src``, with accuracy control when ``max_drop`` is given -> its report
+    info (scheme, float scope, layers kept in float and why, activation ranges, per-op profile).
+
+    Under ``ranges=auto`` with a ``val`` set, both activation-range settings are quantized and the one with the
+    higher AP is kept. Accuracy control (:func:`_search`) then reverts the layers whose float inputs give back the
+    most AP until the drop is within ``max_drop``.
+    """
+    if ranges is OrtRanges.AUTO:
+        candidates = [False, True] if val is not None else [False]
+    else:
+        candidates = [ranges is OrtRanges.AVERAGED]
+    scored = val if len(candidates) > 1 or max_drop is not None else None
+    base = ort_ap(src, scored) if scored is not None else None
+    averaged, tried, why = _choose_ranges(src, dst, calib, settings, candidates, scored, base, max_drop, log)
+    settings = replace(settings, moving_average=averaged)
+    used = _range_name(averaged)
+    info: dict[str, Any] = {
+        "scheme": "QDQ, per-channel s8 weights (reduce_range), u8 activations, "
+                  + ("MinMax, averaged per image" if averaged else "MinMax"),
+        "float_scope": _float_scope(src), "kept_float": [],
+        "ranges": {"setting": ranges.value, "used": used, "why": why,
+                   "val_ap": {_range_name(a): ap for a, ap in tried.items()}},
+    }  # fmt: skip
+    if max_drop is not None:
+        info["kept_float"], ap = _search(src, dst, calib, settings, scored, base, tried[averaged], max_drop, log)
+        info["accuracy_control"] = {"fp32_ap": base, "int8_ap": ap, "max_drop": max_drop}
+    info["profile_ms"] = profile_nodes(dst, calib[0], threads=threads, runs=3)
+    return info
+
+
+def _float_scope(src: Path) -> int:
+    import onnx
+
+    from lighthead_edge.export.graph import float_node_names
+
+    return len(float_node_names(onnx.load(str(src))))

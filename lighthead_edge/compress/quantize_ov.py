@@ -1,4 +1,5 @@
-"""INT8 post-training quantization for OpenVINO through NNCF, with an optional COCO-mAP accuracy control.
+"""INT8 post-training quantization for OpenVINO through NNCF, with an optional COCO-mAP accuracy control
+(:func:`quantize_artifact`: ``nncf.quantize_with_accuracy_control`` ranking layers by COCO AP).
 
 The FP32 IR of the bundle is read with ``ov.Core().read_model`` and quantized with ``nncf.quantize``. An
 ``nncf.IgnoredScope`` over :func:`~lighthead_edge.export.openvino.float_op_names` keeps the RoI coordinates, box
@@ -14,9 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lighthead_edge.evaluate import ValSet
 
 
 @dataclass(frozen=True)
@@ -147,3 +151,36 @@ def fake_quantized_ops(model) -> list[str]:
         if any(src.get_type_name() == "FakeQuantize" for src in sources):
             names.append(op.get_friendly_name())
     return names
+
+
+def quantize_artifact(
+    src: Path, dst: Path, calib: Sequence[np.ndarray], settings: OvQuantSettings, *, val: ValSet | None = None,
+    max_drop: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A bundle's INT8 IR ``dst`` of ``src``; with ``max_drop``, ``nncf.quantize_with_accuracy_control`` on the COCO
+    AP of ``val`` -> its report info (scheme, float scope, layers kept in float and why)."""
+    scheme = f"NNCF {settings.preset} preset, overflow_fix {'on' if settings.overflow_fix else 'off'}"
+    if max_drop is None:
+        result = quantize_ir(src, dst, calib, settings)
+        return {"scheme": scheme, "float_scope": _scope_count(result.ignored, settings.exclude), "kept_float": []}
+
+    def validate(compiled, data) -> float:
+        names = [o.get_any_name() for o in compiled.outputs]
+
+        def run(image: np.ndarray) -> dict[str, np.ndarray]:
+            values = compiled({0: image})
+            return {name: values[i] for i, name in enumerate(names)}
+
+        return val.ap(run, list(data))
+
+    result = quantize_ir_with_accuracy_control(src, dst, calib, val.items, validate, max_drop=max_drop,
+                                               to_input=lambda item: item.image, settings=settings)  # fmt: skip
+    why = "reverted by nncf.quantize_with_accuracy_control (COCO AP ranking) to keep the drop within {}"
+    kept = [{"name": n, "why": why.format(max_drop)} for n in result.kept_float]
+    scope = _scope_count(result.ignored, settings.exclude)
+    return {"scheme": scheme + ", accuracy control", "float_scope": scope, "kept_float": kept}
+
+
+def _scope_count(ignored: Sequence[str], forced: Sequence[str]) -> int:
+    """How many ops NNCF ignored because of the float scope, not because ``--keep-float`` named them."""
+    return len(set(ignored) - set(forced))

@@ -1,7 +1,7 @@
 """Datasets and transforms: COCO-format detection data, synthetic shape scenes, the NEON tree-crown set.
 
 Names are loaded on first use (PEP 562): importing this package imports neither torch nor OpenCV, and
-``lighthead_edge.data.transforms`` stays usable on torch-free devices. Only ``coco`` needs torch.
+``lighthead_edge.data.transforms`` and ``.cocojson`` stay usable on torch-free devices. Only ``coco`` needs torch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _EXPORTS = {
     "to_model_input": "transforms",
     "CocoDetection": "coco",
     "collate": "coco",
-    "load_coco": "coco",
+    "load_coco": "cocojson",
     "Scene": "synth",
     "generate_dataset": "synth",
     "render_scene": "synth",
@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from lighthead_edge.data.coco import CocoDetection, collate, load_coco
+    from lighthead_edge.data.coco import CocoDetection, collate
+    from lighthead_edge.data.cocojson import load_coco
     from lighthead_edge.data.neon import prepare_neon
     from lighthead_edge.data.synth import Scene, generate_dataset, render_scene
     from lighthead_edge.data.transforms import PAD_BGR, hflip, letterbox, read_image, scale_boxes, to_model_input

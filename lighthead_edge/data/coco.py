@@ -1,4 +1,4 @@
-"""COCO-format detection datasets: validation of the annotation file and a torch ``Dataset`` over it.
+"""A torch ``Dataset`` over a COCO-format detection file (read and validated by :mod:`.cocojson`).
 
 Labels are contiguous: ``1..C`` in the order of the categories sorted by id, ``0`` is background.
 ``label_to_cat_id`` maps them back for COCO evaluation.
@@ -6,7 +6,6 @@ Labels are contiguous: ``1..C`` in the order of the categories sorted by id, ``0
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,70 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lighthead_edge.data.cocojson import categories, load_coco
 from lighthead_edge.data.transforms import adjust_colour, hflip, letterbox, read_image, rot90, to_model_input, vflip
 from lighthead_edge.errors import DataError
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DataError(f"annotation file {path} not found; check the path")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"annotation file {path} is not valid JSON ({e}); it must be a COCO detection file") from e
-
-
-def _check_records(path: Path, data: dict) -> None:
-    """Raise ``DataError`` on the first record that a detection dataset can't use."""
-    not_coco = f"{path} is not a COCO detection file:"
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{not_coco} it has no {key!r} list at the top level")
-    if not data["images"]:
-        raise DataError(f"{path} lists no images; a dataset needs at least one")
-    if not data["categories"]:
-        raise DataError(f"{path} lists no categories; add at least one {{'id': 1, 'name': ...}}")
-    cat_ids, image_ids = set(), set()
-    for c in data["categories"]:
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
-            raise DataError(f"{not_coco} category {c!r} needs an integer 'id' and a string 'name'")
-        if c["id"] in cat_ids:
-            raise DataError(f"{path}: category id {c['id']} appears twice; category ids must be unique")
-        cat_ids.add(c["id"])
-    for im in data["images"]:
-        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
-            raise DataError(f"{not_coco} image {im!r} needs an integer 'id' and a string 'file_name'")
-        if im["id"] in image_ids:
-            raise DataError(f"{path}: image id {im['id']} appears twice; image ids must be unique")
-        image_ids.add(im["id"])
-    for a in data["annotations"]:
-        bbox = a.get("bbox") if isinstance(a, dict) else None
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise DataError(f"{not_coco} annotation {a!r} needs a 'bbox' of 4 numbers [x, y, w, h]")
-        if a.get("image_id") not in image_ids:
-            raise DataError(f"{path}: annotation {a.get('id')} refers to unknown image_id {a.get('image_id')!r}")
-        if a.get("category_id") not in cat_ids:
-            raise DataError(f"{path}: annotation {a.get('id')} refers to unknown category_id {a.get('category_id')!r}")
-
-
-def load_coco(path: str | os.PathLike) -> dict:
-    """Load and validate a COCO detection annotation file; raise ``DataError`` naming the file if it can't be used.
-
-    Checks: the file exists and is JSON; it has ``images``, ``annotations`` and ``categories`` lists; at least one
-    image and one category; unique integer ids; every annotation has a numeric ``bbox [x, y, w, h]`` and refers to a
-    known image and category. Image files are not touched (see :class:`CocoDetection`).
-    """
-    path = Path(path)
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise DataError(f"{path} is not a COCO detection file: the top level must be an object with 'images' etc.")
-    _check_records(path, data)
-    return data
 
 
 def _check_files_exist(coco_path: Path, image_root: Path, file_names: Sequence[str]) -> None:
@@ -130,9 +68,7 @@ class CocoDetection(Dataset):
         self.train = train
         self.hflip_prob = float(hflip_prob)
 
-        categories = sorted(self.coco["categories"], key=lambda c: c["id"])
-        self.class_names: list[str] = [c["name"] for c in categories]
-        self.label_to_cat_id: dict[int, int] = {i + 1: c["id"] for i, c in enumerate(categories)}
+        self.class_names, self.label_to_cat_id = categories(self.coco)
         cat_id_to_label = {cat: label for label, cat in self.label_to_cat_id.items()}
 
         images = self.coco["images"]

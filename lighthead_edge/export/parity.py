@@ -6,7 +6,6 @@ parity tests and by ``scripts/check_parity.py`` for real models and data sets.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +74,12 @@ class Parity:
 
 def compare(detector, expected: list[dict], coco_json: str | Path) -> Parity:
     """Run ``detector`` (a runtime ``Detector``) over the images and match against ``expected``."""
+    from lighthead_edge.data.cocojson import image_paths
     from lighthead_edge.data.transforms import read_image
 
-    images = json.loads(Path(coco_json).read_text())["images"]
     pairs, unmatched = [], []
-    for im, exp in zip(images, expected, strict=True):
-        p, u = match(exp, detector(read_image(Path(coco_json).parent / im["file_name"])))
+    for path, exp in zip(image_paths(coco_json), expected, strict=True):
+        p, u = match(exp, detector(read_image(path)))
         pairs += p
         unmatched += u
     ious = [p[0] for p in pairs] or [float("nan")]

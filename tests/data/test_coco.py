@@ -1,8 +1,11 @@
-"""load_coco validation messages, CocoDetection targets and collate."""
+"""The torch-free COCO json reader (validation messages, images and labels, image paths), CocoDetection targets and
+collate."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -10,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lighthead_edge.data.coco import CocoDetection, collate, load_coco
+from lighthead_edge.data.coco import CocoDetection, collate
+from lighthead_edge.data.cocojson import coco_images, image_paths, load_coco
 from lighthead_edge.errors import DataError
 
 
@@ -79,6 +83,27 @@ def test_load_coco_errors(tmp_path, data, message):
 def test_load_coco_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"annotation file .*missing\.json not found"):
         load_coco(tmp_path / "missing.json")
+
+
+def test_coco_images_labels_and_paths(dataset_dir):
+    """The images and label map every bundle evaluation uses, the same as the torch dataset's."""
+    json_path = dataset_dir / "ann.json"
+    images, label_to_cat_id = coco_images(json_path, ["three", "seven"])
+    assert [im["id"] for im in images] == [10, 11] and label_to_cat_id == {1: 3, 2: 7}
+    assert label_to_cat_id == CocoDetection(json_path).label_to_cat_id
+    assert image_paths(json_path) == [dataset_dir / "imgs" / "a.png", dataset_dir / "imgs" / "b.png"]
+    with pytest.raises(DataError, match=r"has classes \['three', 'seven'\], the bundle has \['seven', 'three'\]"):
+        coco_images(json_path, ["seven", "three"])
+    with pytest.raises(DataError, match="lists no images"):  # validated like the training data
+        coco_images(_write(dataset_dir, _broken(images=[])))
+
+
+def test_the_reader_and_the_data_package_need_no_torch(dataset_dir):
+    code = ("import sys; sys.modules['torch'] = None; from lighthead_edge.data import load_coco; "
+            "from lighthead_edge.data.cocojson import coco_images; "
+            f"print(len(load_coco({str(dataset_dir / 'ann.json')!r})['images']))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "2", proc.stderr
 
 
 def test_missing_image_files_are_counted(dataset_dir):
