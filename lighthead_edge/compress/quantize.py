@@ -26,11 +26,17 @@ from lighthead_edge.compress.calibration import DEFAULT_SIZE, Selection, calibra
 from lighthead_edge.compress.quantize_ort import OrtQuantSettings
 from lighthead_edge.compress.quantize_ov import OvQuantSettings
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.runtime.bundle import Backend, Bundle, Precision, load_bundle
+from lighthead_edge.runtime.bundle import (
+    Backend,
+    Bundle,
+    Precision,
+    artifact_entry,
+    artifact_files,
+    load_bundle,
+    update_manifest,
+)
 
 Log = Callable[[str], None]
-INT8_FILES = {Backend.ONNXRUNTIME: ["model_int8.onnx"], Backend.OPENVINO: ["model_int8.xml", "model_int8.bin"]}
-FP32_FILES = {Backend.ONNXRUNTIME: "model.onnx", Backend.OPENVINO: "model_fp32.xml"}
 
 
 def parse_backends(text: str) -> tuple[Backend, ...]:
@@ -152,31 +158,22 @@ def quantize_checkpoint(
             entry, info = _quantize_backend(bundle, backend, calib_set.inputs, s, log)
             info["calibration"] = calib_set.summary().removeprefix("calibration: ")
             quantization[f"{backend.value}/int8"] = info
-            _add(tmp, [entry])
+            update_manifest(tmp, entries=[entry])
         results, report_path = _measure_and_report(load_bundle(tmp), checkpoint, s, quantization, log)
     log(f"bundle: {out}")
     log(f"report: {out / report_path.name}")
     return QuantizeRun(out, out / report_path.name, results, quantization)
 
 
-def _add(root: Path, entries: list[dict[str, Any]], measurements: dict[str, Any] | None = None) -> None:
-    from lighthead_edge.export.bundle import add_artifacts
-
-    add_artifacts(root, entries, measurements=measurements)
-
-
 def _entry(bundle: Bundle, backend: Backend, extra: dict[str, Any]) -> dict[str, Any]:
-    fp32 = bundle.artifact(backend, Precision.FP32)
-    files = INT8_FILES[backend]
-    return {"backend": backend.value, "precision": Precision.INT8.value, "format": fp32.format, "path": files[0],
-            "files": files, **fp32.info, **extra}  # fmt: skip
+    return artifact_entry(backend, Precision.INT8, **{**bundle.artifact(backend, Precision.FP32).info, **extra})
 
 
 def _quantize_backend(
     bundle: Bundle, backend: Backend, calib: Sequence[np.ndarray], s: QuantizeSettings, log: Log
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write one backend's INT8 artifact into the bundle -> (manifest entry, report info)."""
-    src, dst = bundle.root / FP32_FILES[backend], bundle.root / INT8_FILES[backend][0]
+    src, dst = (bundle.root / artifact_files(backend, p)[0] for p in (Precision.FP32, Precision.INT8))
     log(f"quantizing {backend.value} to INT8 on {len(calib)} calibration images")
     forced = _keep_float_names(src, backend, s.keep_float)
     if backend is Backend.ONNXRUNTIME:
@@ -222,14 +219,14 @@ def _measure_and_report(
     bundle: Bundle, checkpoint: Path, s: QuantizeSettings, quantization: dict[str, Any], log: Log
 ) -> tuple[dict[str, Any], Path]:
     from lighthead_edge.compress.report import add_ratios, write_report
-    from lighthead_edge.export.bundle import _host
+    from lighthead_edge.measure import host_description as _host
 
     results = measure_bundle(bundle, s.bench, log)
     threads = str(s.bench.threads[-1])
     results = add_ratios(results, threads)
     report = {"model": checkpoint.name, "host": _host(), "threads": threads, "val_data": s.val_json, "isa": s.bench.isa,
               "pruned": s.prune_ratio, "results": results, "quantization": quantization}  # fmt: skip
-    _add(bundle.root, [], {"threads": int(threads), "host": report["host"], "results": results})
+    update_manifest(bundle.root, measurements={"threads": int(threads), "host": report["host"], "results": results})
     return results, write_report(bundle.root, report)
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-REPORT_NAMES = ("report.md", "report.json", "report.png")
+from lighthead_edge.runtime.bundle import MANIFEST_NAME, REPORT_FILES, update_manifest
 
 
 def _latency(result: dict[str, Any], threads: str) -> dict[str, float] | None:
@@ -135,12 +135,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def write_report(folder: str | Path, report: dict[str, Any]) -> Path:
-    """Write report.json, report.md and report.png into ``folder``; returns the markdown's path."""
+    """Write report.md, report.json and report.png (:data:`REPORT_FILES`) into ``folder``; returns the markdown's
+    path. In a bundle, the manifest's checksums then cover them too."""
     folder = Path(folder)
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (folder / "report.md").write_text(markdown(report), encoding="utf-8")
-    plot(report, folder / "report.png")
-    return folder / "report.md"
+    md, js, png = (folder / name for name in REPORT_FILES)
+    js.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md.write_text(markdown(report), encoding="utf-8")
+    plot(report, png)
+    if (folder / MANIFEST_NAME).is_file():
+        update_manifest(folder, files=REPORT_FILES)
+    return md
 
 
 def add_ratios(results: dict[str, dict[str, Any]], threads: str, baseline: str | None = None) -> dict[str, Any]:

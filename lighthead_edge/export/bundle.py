@@ -4,18 +4,19 @@ The bundle is built in a hidden sibling folder and renamed into place only when 
 export leaves no bundle and an existing bundle at the target survives until its replacement is whole. (A process
 killed with SIGKILL can leave a ``.<name>.*.partial`` folder beside the target; it is never read and may be deleted.)
 
-Manifest (``format`` = :data:`~lighthead_edge.runtime.bundle.BUNDLE_FORMAT`)::
+Manifest (``format`` = :data:`~lighthead_edge.runtime.bundle.BUNDLE_FORMAT`; the file names, artifact entries, writer
+and reader are in :mod:`lighthead_edge.runtime.bundle`)::
 
     format, created, producer {lighthead_edge, torch, onnx, openvino}
     class_names [C], labels (how labels map to names)
-    input {name, size [H, W], shape [1, H, W, 3], dtype uint8, layout NHWC, channel_order BGR}
+    input {name, shape [1, H, W, 3], dtype uint8, layout NHWC, channel_order BGR}   (the one record of the size)
     preprocessing {letterbox {scale, resize, placement, pad, pad_bgr}, in_graph [...], mean_rgb, std_rgb}
     outputs {boxes, scores, labels, num_detections: {shape, dtype, meaning}}
     postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rpn {...}}
-    model {architecture, backbone, head_size, config {ModelConfig}}
+    model {architecture, backbone, head_size, config {ModelConfig without input_size}}
     source_checkpoint {name, sha256} of the model.pt it came from, or null for a model exported from memory
     artifacts [{backend, precision, format, path, files [...], ps_roi_align_method, opset?}]
-    files {relative path: {sha256, bytes}}
+    files {relative path: {sha256, bytes}}   (every artifact file, and the report files quantize/bench add)
     measurements {threads, latency_runs, host, val_data?, val_images?, results {"backend/precision": {...}}}
 
 Everything above ``artifacts`` is also stored in the ONNX ``metadata_props`` (``lighthead_edge.<key>``, JSON values)
@@ -24,14 +25,10 @@ and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,19 +38,21 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from lighthead_edge.data.transforms import PAD_BGR, letterbox, read_image
+from lighthead_edge.data.transforms import PAD_BGR
 from lighthead_edge.errors import ConfigError, ExportError
+from lighthead_edge.measure import export_measurements, summary_line
 from lighthead_edge.runtime.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_NAME,
     Backend,
-    Bundle,
     Precision,
-    file_record,
+    artifact_entry,
+    artifact_files,
+    file_records,
+    input_record,
     load_bundle,
     sha256_file,
+    write_manifest,
 )
 
 if TYPE_CHECKING:
@@ -189,14 +188,7 @@ def model_metadata(model, class_names: list[str], source: Path | None) -> dict[s
         "format": BUNDLE_FORMAT,
         "class_names": list(class_names),
         "labels": "1..C, label i is class_names[i - 1]; 0 only in unused output rows",
-        "input": {
-            "name": "images",
-            "size": [h, w],
-            "shape": [1, h, w, 3],
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "channel_order": "BGR",
-        },
+        "input": input_record(h, w),
         "preprocessing": _preprocessing(c),
         "outputs": _outputs(c.detections_per_img),
         "postprocessing": _postprocessing(c),
@@ -204,7 +196,7 @@ def model_metadata(model, class_names: list[str], source: Path | None) -> dict[s
             "architecture": "light-head-rcnn",
             "backbone": c.backbone,
             "head_size": c.head_size,
-            "config": c.to_dict(),
+            "config": {k: v for k, v in c.to_dict().items() if k != "input_size"},  # stored once, in input
         },
         "source_checkpoint": None if source is None else {"name": source.name, "sha256": sha256_file(source)},
     }
@@ -263,15 +255,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-
-
-def file_records(root: Path, artifacts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every artifact file."""
-    return {name: file_record(root, name) for entry in artifacts for name in entry["files"]}
-
-
 # ------------------------------------------------------------------------------------------------------ artifacts
 def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str, Any], log: Log) -> list[dict]:
     """Export the graph(s) into ``root``; returns the manifest's artifact entries."""
@@ -286,7 +269,7 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
     for backend in wanted:
         method = settings.method_for(backend)
         keep = backend is Backend.ONNXRUNTIME
-        path = root / ("model.onnx" if keep else f".{method}.onnx")
+        path = root / (artifact_files(backend, Precision.FP32)[0] if keep else f".{method}.onnx")
         log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
         graph = build_export_model(model, method=method, engine=backend.value)
         export_onnx(graph, path, opset=settings.opset, metadata=meta)
@@ -294,8 +277,8 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
     entries = []
     if Backend.ONNXRUNTIME in wanted:
         method = settings.method_for(Backend.ONNXRUNTIME)
-        onnx_entry = _entry(Backend.ONNXRUNTIME, Precision.FP32, "onnx", ["model.onnx"], method, opset=settings.opset)
-        entries.append(onnx_entry)
+        entries.append(artifact_entry(Backend.ONNXRUNTIME, Precision.FP32, ps_roi_align_method=method,
+                                      opset=settings.opset))  # fmt: skip
     if Backend.OPENVINO in wanted:
         entries += _write_openvino(root, onnx_files[Backend.OPENVINO], settings, meta, log)
     for path in onnx_files.values():
@@ -304,92 +287,17 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
     return entries
 
 
-def _entry(backend: Backend, precision: Precision, fmt: str, files: list[str], method: str, **extra) -> dict:
-    return {"backend": backend.value, "precision": precision.value, "format": fmt, "path": files[0], "files": files,
-            "ps_roi_align_method": method, **extra}  # fmt: skip
-
-
 def _write_openvino(root: Path, onnx_path: Path, settings: ExportSettings, meta: dict, log: Log) -> list[dict]:
     from lighthead_edge.export.openvino import convert_onnx
 
     entries = []
+    method = settings.method_for(Backend.OPENVINO)
     for precision in (Precision.FP32, Precision.FP16):
-        xml = f"model_{precision.value}.xml"
+        xml, _ = artifact_files(Backend.OPENVINO, precision)
         log(f"converting to OpenVINO IR {precision.value.upper()} -> {xml}")
         convert_onnx(onnx_path, root / xml, precision=precision, metadata=meta)
-        files = [xml, xml[:-4] + ".bin"]
-        entries.append(_entry(Backend.OPENVINO, precision, "openvino-ir", files, settings.method_for(Backend.OPENVINO)))
+        entries.append(artifact_entry(Backend.OPENVINO, precision, ps_roi_align_method=method))
     return entries
-
-
-# --------------------------------------------------------------------------------------------------- measurements
-def _latency_frame(bundle: Bundle, val_json: str | None) -> np.ndarray:
-    """The first validation image, or a fixed noise image: what the latency is measured on."""
-    if val_json:
-        with open(val_json, encoding="utf-8") as f:
-            first = json.load(f)["images"][0]["file_name"]
-        return read_image(Path(val_json).parent / first)
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (*bundle.input_size, 3), dtype=np.uint8)
-
-
-def time_inference(detector, frame: np.ndarray, runs: int, warmup: int = 2) -> dict[str, float]:
-    """Median and best milliseconds of the graph alone (letterboxing excluded) over ``runs`` runs."""
-    image, _ = letterbox(frame, detector.input_size, pad_bgr=detector.bundle.pad_bgr)
-    image = image[None]
-    for _ in range(warmup):
-        detector.infer(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        detector.infer(image)
-        times.append(1000.0 * (time.perf_counter() - start))
-    return {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "runs": runs}
-
-
-def _host() -> str:
-    """The CPU model, core count and SIMD extensions, so that the latencies (INT8 ones above all) read in context."""
-    from lighthead_edge.runtime.isa import cpu_isa_flags
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass  # not Linux
-    flags = cpu_isa_flags()
-    return f"{name}, {os.cpu_count()} cores" + (f" ({' '.join(flags)})" if flags else "")
-
-
-def measure(model, bundle: Bundle, settings: ExportSettings, log: Log) -> dict[str, Any]:
-    """Latency of every artifact and, with ``val_json``, COCO AP of torch and of every artifact through the runtime."""
-    from lighthead_edge.evaluate import evaluate_bundle, evaluate_model
-    from lighthead_edge.runtime.detector import Detector
-
-    out: dict[str, Any] = {"threads": settings.threads, "latency_runs": settings.latency_runs, "host": _host(),
-                           "results": {}}  # fmt: skip
-    if settings.val_json:
-        out["val_data"] = Path(settings.val_json).name
-        log(f"evaluating torch (eager) on {out['val_data']}")
-        out["results"]["torch/fp32"] = {"coco": evaluate_model(model, settings.val_json, progress=False)}
-    frame = _latency_frame(bundle, settings.val_json)
-    for artifact in bundle.artifacts:
-        detector = Detector(bundle, artifact.backend, threads=settings.threads, precision=artifact.precision)
-        log(f"measuring {artifact.key}")
-        result: dict[str, Any] = {"latency_ms": time_inference(detector, frame, settings.latency_runs)}
-        if settings.val_json:
-            result["coco"] = evaluate_bundle(bundle, settings.val_json, detector=detector, progress=False)
-        out["results"][artifact.key] = result
-    return out
-
-
-def _summary(results: dict[str, Any]) -> str:
-    parts = []
-    for key, r in results.items():
-        ap = f" AP {r['coco']['AP']:.4f}" if "coco" in r else ""
-        ms = f" {r['latency_ms']['median']:.1f} ms" if "latency_ms" in r else ""
-        parts.append(f"{key}:{ap}{ms}")
-    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------- pipeline
@@ -416,35 +324,12 @@ def export_bundle(
         producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = {**meta, "created": created, "producer": producer, "artifacts": artifacts}
-        manifest["files"] = file_records(tmp, artifacts)
+        manifest["files"] = file_records(tmp, [name for entry in artifacts for name in entry["files"]])
         write_manifest(tmp, manifest)
-        manifest["measurements"] = measure(model, load_bundle(tmp), settings, log)
+        manifest["measurements"] = export_measurements(model, load_bundle(tmp), val_json=settings.val_json,
+                                                       threads=settings.threads, runs=settings.latency_runs, log=log)
         write_manifest(tmp, manifest)
-        log(f"measured: {_summary(manifest['measurements']['results'])}")
+        log(f"measured: {summary_line(manifest['measurements']['results'])}")
     log(f"wrote {out} ({', '.join(a['backend'] + '/' + a['precision'] for a in artifacts)})")
     return out
 
-
-def add_artifacts(
-    root: str | Path, entries: list[dict[str, Any]], *, measurements: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Add artifact ``entries`` (files already in ``root``) to a bundle's manifest, replacing any entry of the same
-    backend and precision, and record their checksums; ``measurements`` results are merged in by key.
-
-    The manifest is replaced atomically (written beside it, then renamed), so a reader sees the old or the new one.
-    Returns the new manifest.
-    """
-    root = Path(root)
-    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-    new = {(e["backend"], e["precision"]) for e in entries}
-    artifacts = [a for a in manifest["artifacts"] if (a["backend"], a["precision"]) not in new] + list(entries)
-    manifest["artifacts"] = artifacts
-    manifest["files"] = file_records(root, artifacts)
-    if measurements:
-        old = manifest.get("measurements", {})
-        manifest["measurements"] = {**old, **measurements, "results": {**old.get("results", {}),
-                                                                      **measurements.get("results", {})}}  # fmt: skip
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MANIFEST_NAME)
-    return manifest

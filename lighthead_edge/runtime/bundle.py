@@ -1,22 +1,30 @@
-"""A bundle: the exported artifacts of one model plus ``manifest.json``. Reading and verifying it (torch-free).
+"""The bundle schema, torch-free: file names, manifest entries, the manifest writer and the reader.
 
-Layout (``lighthead-edge export`` writes it; see :mod:`lighthead_edge.export.bundle`)::
+A bundle is the exported artifacts of one model plus ``manifest.json``. ``lighthead-edge export`` writes it (see
+:mod:`lighthead_edge.export.bundle` for what the manifest holds); ``quantize`` adds INT8 artifacts and, like
+``bench``, its report::
 
     bundle/
       manifest.json
-      model.onnx                       onnxruntime, fp32
+      model.onnx                       onnxruntime, fp32           (artifact_files(backend, precision))
+      model_int8.onnx                  onnxruntime, int8
       model_fp32.xml, model_fp32.bin   openvino, fp32
       model_fp16.xml, model_fp16.bin   openvino, fp16 weights
+      model_int8.xml, model_int8.bin   openvino, int8
+      report.md, report.json, report.png                            (REPORT_FILES)
 
-``manifest.json`` lists the sha256 and size of every other file; :func:`load_bundle` checks them all before anything
-is loaded, so a tampered, truncated or half-copied bundle is refused with a :class:`BundleError` that says which
-file is wrong.
+``manifest.json`` lists the sha256 and size of every other file (``files``); :func:`load_bundle` checks them all
+before anything is loaded, so a tampered, truncated or half-copied bundle is refused with a :class:`BundleError` that
+says which file is wrong. The model's input size is stored once, as ``input.shape`` ([1, H, W, 3], the shape of the
+graph's input); the :class:`~lighthead_edge.runtime.detector.Detector` checks it against the loaded graph.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,8 +32,10 @@ from typing import Any
 
 from lighthead_edge.errors import ExportError
 
-BUNDLE_FORMAT = "lighthead-edge/bundle/1"
+BUNDLE_FORMAT = "lighthead-edge/bundle/2"  # 2: the input size only in input.shape; report files checksummed
+READABLE_FORMATS = (BUNDLE_FORMAT, "lighthead-edge/bundle/1")  # 1 also has input.shape, so it reads the same
 MANIFEST_NAME = "manifest.json"
+REPORT_FILES = ("report.md", "report.json", "report.png")
 _CHUNK = 1 << 20
 
 
@@ -86,10 +96,15 @@ class Bundle:
         return list(self.manifest["class_names"])
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The graph's input shape, (1, H, W, 3) NHWC: the one place the manifest stores the input size."""
+        return tuple(int(d) for d in self.manifest["input"]["shape"])
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the model input."""
-        h, w = self.manifest["input"]["size"]
-        return int(h), int(w)
+        _, h, w, _ = self.input_shape
+        return h, w
 
     @property
     def pad_bgr(self) -> tuple[int, int, int]:
@@ -139,6 +154,32 @@ def _artifact(entry: dict[str, Any]) -> Artifact:
     )
 
 
+# ------------------------------------------------------------------------------------------------------ schema
+ARTIFACT_FORMATS = {Backend.ONNXRUNTIME: "onnx", Backend.OPENVINO: "openvino-ir"}
+
+
+def artifact_files(backend: Backend, precision: Precision) -> list[str]:
+    """The files of one artifact, the one to load first: ``model.onnx`` (onnxruntime fp32), ``model_int8.onnx``,
+    ``model_fp32.xml`` + ``.bin``, ``model_fp16.xml`` + ``.bin``, ``model_int8.xml`` + ``.bin``."""
+    if backend is Backend.ONNXRUNTIME:
+        return ["model.onnx" if precision is Precision.FP32 else f"model_{precision.value}.onnx"]
+    return [f"model_{precision.value}.xml", f"model_{precision.value}.bin"]
+
+
+def artifact_entry(backend: Backend, precision: Precision, **info: Any) -> dict[str, Any]:
+    """The manifest entry of an artifact whose files (:func:`artifact_files`) are in the bundle; ``info`` is the
+    rest (``ps_roi_align_method``, ``opset``, ``quantization``, ...), read back as :attr:`Artifact.info`."""
+    files = artifact_files(backend, precision)
+    return {"backend": backend.value, "precision": precision.value, "format": ARTIFACT_FORMATS[backend],
+            "path": files[0], "files": files, **info}  # fmt: skip
+
+
+def input_record(height: int, width: int) -> dict[str, Any]:
+    """The manifest's ``input``: what the graph takes, read back by :attr:`Bundle.input_shape`."""
+    return {"name": "images", "shape": [1, int(height), int(width), 3], "dtype": "uint8", "layout": "NHWC",
+            "channel_order": "BGR"}  # fmt: skip
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks (IR weights may be large)."""
     digest = hashlib.sha256()
@@ -166,7 +207,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is corrupt ({exc.__class__.__name__}); re-export the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleError(f"{path} has format {found!r}; this runtime reads {BUNDLE_FORMAT!r}")
     missing = [k for k in ("class_names", "input", "preprocessing", "artifacts", "files") if k not in manifest]
@@ -205,3 +246,46 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if verify:
         verify_files(root, manifest)
     return Bundle(root, manifest)
+
+
+# ------------------------------------------------------------------------------------------------------ writer
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
+    """Write ``root/manifest.json`` atomically (beside it, then renamed): a reader sees the old or the new one."""
+    root = Path(root)
+    tmp = root / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MANIFEST_NAME)
+
+
+def file_records(root: str | Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256", "bytes"}}`` of ``names`` in ``root``: the manifest's ``files``."""
+    return {name: file_record(Path(root), name) for name in names}
+
+
+def update_manifest(
+    root: str | Path, *, entries: Sequence[dict[str, Any]] = (), measurements: dict[str, Any] | None = None,
+    files: Sequence[str] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """Add to a bundle's manifest and record the checksums; returns the new manifest (written atomically).
+
+    Args:
+        entries: artifact entries (:func:`artifact_entry`) whose files are already in ``root``; each replaces any
+            entry of the same backend and precision, and every artifact file is checksummed again.
+        measurements: merged into ``measurements``, its ``results`` merged by key.
+        files: other files in ``root`` to cover by the checksums, e.g. :data:`REPORT_FILES`.
+    """
+    root = Path(root)
+    manifest = read_manifest(root)
+    new = {(e["backend"], e["precision"]) for e in entries}
+    artifacts = [a for a in manifest["artifacts"] if (a["backend"], a["precision"]) not in new] + list(entries)
+    artifact_names = [name for entry in artifacts for name in entry["files"]]
+    old_artifact_names = {name for entry in manifest["artifacts"] for name in entry["files"]}
+    others = {k: v for k, v in manifest["files"].items() if k not in old_artifact_names and k not in files}
+    manifest["artifacts"] = artifacts
+    manifest["files"] = {**file_records(root, artifact_names), **others, **file_records(root, files)}
+    if measurements:
+        old = manifest.get("measurements", {})
+        manifest["measurements"] = {**old, **measurements, "results": {**old.get("results", {}),
+                                                                      **measurements.get("results", {})}}  # fmt: skip
+    write_manifest(root, manifest)
+    return manifest

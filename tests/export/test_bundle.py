@@ -15,6 +15,14 @@ from lighthead_edge.export.bundle import ExportSettings, atomic_directory, check
 from lighthead_edge.export.onnx import read_metadata
 from lighthead_edge.export.openvino import read_rt_info
 from lighthead_edge.runtime import BUNDLE_FORMAT, BundleError, load_bundle, sha256_file
+from lighthead_edge.runtime.bundle import (
+    REPORT_FILES,
+    Backend,
+    Precision,
+    artifact_entry,
+    artifact_files,
+    update_manifest,
+)
 
 EMBEDDED = ["format", "class_names", "labels", "input", "preprocessing", "outputs", "postprocessing", "model",
             "source_checkpoint"]  # fmt: skip
@@ -26,8 +34,10 @@ def test_manifest_describes_the_bundle(assets, eager) -> None:
     assert manifest["format"] == BUNDLE_FORMAT
     assert manifest["class_names"] == class_names
     h, w = model.config.input_size
-    assert manifest["input"] == {"name": "images", "size": [h, w], "shape": [1, h, w, 3], "dtype": "uint8",
-                                 "layout": "NHWC", "channel_order": "BGR"}  # fmt: skip
+    assert manifest["input"] == {"name": "images", "shape": [1, h, w, 3], "dtype": "uint8", "layout": "NHWC",
+                                 "channel_order": "BGR"}  # fmt: skip
+    assert "input_size" not in manifest["model"]["config"]  # the size is stored once, in input.shape
+    assert load_bundle(assets.bundle).input_size == (h, w)
     pre = manifest["preprocessing"]
     assert pre["mean_rgb"] == list(model.config.pixel_mean) and pre["letterbox"]["pad_bgr"] == [104, 116, 124]
     post = manifest["postprocessing"]
@@ -40,7 +50,7 @@ def test_manifest_describes_the_bundle(assets, eager) -> None:
                      ("openvino", "fp16", "openvino-ir")}  # fmt: skip
     results = manifest["measurements"]["results"]
     assert set(results) == {"torch/fp32", "onnxruntime/fp32", "openvino/fp32", "openvino/fp16"}
-    assert all(r["latency_ms"]["median"] > 0 for k, r in results.items() if k != "torch/fp32")
+    assert all(0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] for k, r in results.items() if k != "torch/fp32")
 
 
 def test_checksums_cover_every_file(assets) -> None:
@@ -78,7 +88,7 @@ def test_interrupted_export_leaves_no_bundle(eager, tmp_path) -> None:
     """Interrupted after every artifact and the manifest are written, before the rename: nothing is left."""
     out = tmp_path / "bundle"
     with pytest.raises(KeyboardInterrupt):
-        export_bundle(*eager, out, ExportSettings(latency_runs=1), log=_interrupt_at("measuring"))
+        export_bundle(*eager, out, ExportSettings(latency_runs=1), log=_interrupt_at("measured:"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -163,3 +173,50 @@ def test_a_method_per_backend_exports_two_graphs(eager, tmp_path) -> None:
     ov_ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model_fp32.xml")).get_ops()}
     assert "GatherElements" in onnx_ops and "GridSample" not in onnx_ops
     assert "GridSample" in ov_ops
+
+
+def test_file_names_and_entries_come_from_the_schema() -> None:
+    ort, ov, fp32, fp16, int8 = Backend.ONNXRUNTIME, Backend.OPENVINO, Precision.FP32, Precision.FP16, Precision.INT8
+    kinds = [(ort, fp32), (ort, int8), (ov, fp32), (ov, fp16), (ov, int8)]
+    names = {(b.value, p.value): artifact_files(b, p) for b, p in kinds}
+    assert names == {("onnxruntime", "fp32"): ["model.onnx"], ("onnxruntime", "int8"): ["model_int8.onnx"],
+                     ("openvino", "fp32"): ["model_fp32.xml", "model_fp32.bin"],
+                     ("openvino", "fp16"): ["model_fp16.xml", "model_fp16.bin"],
+                     ("openvino", "int8"): ["model_int8.xml", "model_int8.bin"]}  # fmt: skip
+    entry = artifact_entry(Backend.OPENVINO, Precision.INT8, ps_roi_align_method="gather", quantization={"x": 1})
+    assert entry == {"backend": "openvino", "precision": "int8", "format": "openvino-ir", "path": "model_int8.xml",
+                     "files": ["model_int8.xml", "model_int8.bin"], "ps_roi_align_method": "gather",
+                     "quantization": {"x": 1}}  # fmt: skip
+
+
+def test_update_manifest_covers_report_files_and_replaces_entries(assets, tmp_path) -> None:
+    bundle = Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
+    for name in REPORT_FILES:
+        (bundle / name).write_text(f"{name} of a run")
+    update_manifest(bundle, files=REPORT_FILES, measurements={"results": {"x/int8": {"latency_ms": 1}}})
+    manifest = load_bundle(bundle).manifest  # verifies the report files too
+    assert set(REPORT_FILES) <= set(manifest["files"]) and "x/int8" in manifest["measurements"]["results"]
+    assert "onnxruntime/fp32" in manifest["measurements"]["results"]  # merged, not replaced
+
+    update_manifest(bundle, entries=[artifact_entry(Backend.ONNXRUNTIME, Precision.FP32, ps_roi_align_method="m")])
+    manifest = load_bundle(bundle).manifest
+    assert [a["ps_roi_align_method"] for a in manifest["artifacts"] if a["backend"] == "onnxruntime"] == ["m"]
+    assert len(manifest["artifacts"]) == 3 and set(REPORT_FILES) <= set(manifest["files"])
+
+    (bundle / "report.md").write_text("report.md of a run, edited")
+    with pytest.raises(BundleError, match=r"report\.md is \d+ bytes"):
+        load_bundle(bundle)
+
+
+def test_cli_refuses_a_manifest_size_the_graph_does_not_take(assets, tmp_path, cli) -> None:
+    """The manifest itself carries no checksum, so an edited input.shape passes the file check and is caught against
+    the graph's input shape when the artifact loads: a one-line error."""
+    bundle = Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    h, w = manifest["input"]["shape"][1:3]
+    manifest["input"]["shape"] = [1, h + 32, w, 3]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = cli("eval", bundle, "--data", assets.val_json, "--backend", "onnxruntime")
+    assert code != 0
+    assert err.strip().splitlines() == [f"error: bundle {bundle}: model.onnx takes {h}x{w} images but the manifest "
+                                        f"says {h + 32}x{w}; re-export the bundle"]  # fmt: skip
