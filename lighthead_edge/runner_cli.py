@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-SOURCE_OPTIONS = ("camera", "video", "url", "images", "stdin_raw")
-
 
 @click.command("run")
 @click.option("--model", default=None, help="Bundle folder [default: $LIGHTHEAD_EDGE_BUNDLE, else the one made last].")
@@ -39,7 +37,13 @@ SOURCE_OPTIONS = ("camera", "video", "url", "images", "stdin_raw")
 @click.option("--stats-every", default=5.0, show_default=True, help="Seconds between stats lines on stderr (0: none).")
 @click.option("--summary-json", default=None, help="Also write the final summary as JSON here.")
 @click.option("--verbose", is_flag=True, help="Let OpenCV/FFmpeg print their own warnings.")
-def run_cmd(**kw) -> None:
+def run_cmd(
+    model: str | None, camera: int | None, width: int | None, height: int | None, fps: float | None,
+    video: str | None, loop: bool, url: str | None, images: str | None, stdin_raw: str | None, reconnect: bool,
+    backend: str, device: str, precision: str | None, threads: int | None, nireq: int | None, hint: str,
+    drop: bool | None, save: str | None, jsonl: str | None, show: bool, max_frames: int | None,
+    duration: float | None, min_score: float, stats_every: float, summary_json: str | None, verbose: bool,
+) -> None:  # fmt: skip
     """Run a bundle on a camera, stream, video, image folder or raw stdin; write an annotated video and/or JSONL.
 
     Exactly one source: --camera N, --video PATH, --url URL, --images DIR or --stdin-raw WxH. Stats go to stderr
@@ -49,18 +53,17 @@ def run_cmd(**kw) -> None:
     from lighthead_edge.runtime.runner import RunSettings, run_video
     from lighthead_edge.runtime.sources import SourceKind, SourceSpec
 
-    chosen = [name for name in SOURCE_OPTIONS if kw[name] is not None]
+    sources = {SourceKind.CAMERA: camera, SourceKind.VIDEO: video, SourceKind.URL: url, SourceKind.IMAGES: images,
+               SourceKind.STDIN_RAW: stdin_raw}  # fmt: skip
+    chosen = [(kind, target) for kind, target in sources.items() if target is not None]
     if len(chosen) != 1:
         raise ConfigError("give exactly one source: --camera N, --video PATH, --url URL, --images DIR or "
                           f"--stdin-raw WxH (got {len(chosen)})")  # fmt: skip
-    kind = SourceKind(chosen[0].replace("_", "-"))
-    spec = SourceSpec(kind, str(kw[chosen[0]]), width=kw["width"], height=kw["height"], fps=kw["fps"],
-                      loop=kw["loop"], reconnect=kw["reconnect"])  # fmt: skip
+    kind, target = chosen[0]
+    spec = SourceSpec(kind, str(target), width=width, height=height, fps=fps, loop=loop, reconnect=reconnect)
     settings = RunSettings(
-        source=spec, model=kw["model"], backend=kw["backend"], device=kw["device"], threads=kw["threads"],
-        precision=kw["precision"], nireq=kw["nireq"], hint=kw["hint"], drop=kw["drop"], save=kw["save"],
-        jsonl=kw["jsonl"], show=kw["show"], max_frames=kw["max_frames"], duration=kw["duration"],
-        min_score=kw["min_score"], stats_every=kw["stats_every"], summary_json=kw["summary_json"],
-        verbose=kw["verbose"],
+        source=spec, model=model, backend=backend, device=device, threads=threads, precision=precision, nireq=nireq,
+        hint=hint, drop=drop, save=save, jsonl=jsonl, show=show, max_frames=max_frames, duration=duration,
+        min_score=min_score, stats_every=stats_every, summary_json=summary_json, verbose=verbose,
     )  # fmt: skip
     run_video(settings)
