@@ -1,11 +1,14 @@
-"""COCO mAP through pycocotools, for a torch model (and, through the runtime, for exported bundles)."""
+"""COCO mAP through pycocotools, for a torch model, for exported bundles through the runtime, and for bare graphs
+(:class:`ValSet`, what accuracy control scores its candidates on)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,25 +106,6 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics)
 
 
-def _coco_images(json_path: str | Path, class_names: list[str]) -> tuple[list[dict], dict[int, int]]:
-    """Images of a COCO json and the label -> category id map, checked against a bundle's class names.
-
-    Reads the json directly (not through ``data.coco``, which needs torch), so bundles evaluate on torch-free hosts.
-    """
-    path = Path(json_path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images, categories = data["images"], sorted(data["categories"], key=lambda c: c["id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a readable COCO detection file ({exc.__class__.__name__}: {exc})") from None
-    names = [c["name"] for c in categories]
-    if names != list(class_names):
-        raise DataError(f"{path} has classes {names}, the bundle has {list(class_names)}; evaluate on matching data")
-    if not images:
-        raise DataError(f"{path}: no images to evaluate")
-    return images, {i + 1: c["id"] for i, c in enumerate(categories)}
-
-
 def evaluate_bundle(
     bundle: str | Path,
     json_path: str | Path,
@@ -140,12 +124,13 @@ def evaluate_bundle(
     exported graph, boxes mapped back), several in flight. ``detector`` reuses an already built one (then
     ``bundle``, ``backend``, ``precision``, ``device`` and ``threads`` are ignored).
     """
+    from lighthead_edge.data.cocojson import coco_images
     from lighthead_edge.data.transforms import read_image
     from lighthead_edge.runtime.detector import Detector
 
     if detector is None:
         detector = Detector(bundle, backend, device=device, threads=threads, precision=precision)
-    images, label_to_cat_id = _coco_images(json_path, detector.class_names)
+    images, label_to_cat_id = coco_images(json_path, detector.class_names)
     root = Path(json_path).parent
     frames = (read_image(root / im["file_name"]) for im in images)
     results: list[dict] = []
@@ -155,3 +140,56 @@ def evaluate_bundle(
     if results_path is not None:
         Path(results_path).write_text(json.dumps(results))
     return coco_map(json_path, results, [im["id"] for im in images])
+
+
+# ----------------------------------------------------------------------------- scoring bare graphs (accuracy control)
+@dataclass(frozen=True)
+class ValItem:
+    """One val image as a graph reads it: ``image (ndarray[1, H, W, 3] uint8)`` letterboxed by ``scale``, of an
+    original ``(h, w)`` image."""
+
+    image_id: int
+    image: np.ndarray
+    scale: float
+    size: tuple[int, int]
+
+
+class ValSet:
+    """A COCO val set letterboxed for one bundle (input size, pad colour, class names checked): read on first use,
+    then scored many times by :meth:`ap`, as accuracy control scores its candidate graphs."""
+
+    def __init__(self, json_path: str | Path, bundle) -> None:
+        self.json_path = str(json_path)
+        self._bundle = bundle
+
+    @cached_property
+    def _read(self) -> tuple[list[ValItem], dict[int, int]]:
+        from lighthead_edge.data.cocojson import coco_images
+        from lighthead_edge.data.transforms import letterbox, read_image
+
+        b = self._bundle
+        images, label_to_cat_id = coco_images(self.json_path, b.class_names)
+        items = []
+        for im in images:
+            frame = read_image(Path(self.json_path).parent / im["file_name"])
+            image, scale = letterbox(frame, b.input_size, pad_bgr=b.pad_bgr)
+            items.append(ValItem(int(im["id"]), image[None], scale, (frame.shape[0], frame.shape[1])))
+        return items, label_to_cat_id
+
+    @property
+    def items(self) -> list[ValItem]:
+        return self._read[0]
+
+    def ap(self, run: Callable[[np.ndarray], dict[str, np.ndarray]], items: Sequence[ValItem] | None = None) -> float:
+        """COCO AP (0.5:0.95) of ``run`` (a letterboxed input -> the graph's outputs by name) on ``items`` (all)."""
+        from lighthead_edge.data.transforms import scale_boxes
+
+        items = self.items if items is None else items
+        results: list[dict] = []
+        for item in items:
+            o = run(item.image)
+            n = int(np.asarray(o["num_detections"]).reshape(-1)[0])
+            boxes = scale_boxes(np.asarray(o["boxes"])[0, :n], item.scale, item.size)
+            results += to_coco_results(item.image_id, boxes, np.asarray(o["scores"])[0, :n],
+                                       np.asarray(o["labels"])[0, :n], self._read[1])  # fmt: skip
+        return coco_map(self.json_path, results, [item.image_id for item in items])["AP"]

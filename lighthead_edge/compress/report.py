@@ -1,7 +1,8 @@
 """The compression report: per variant AP/AP50, latency p50/p95, throughput and size, with ratios against FP32.
 
 Written as ``report.json`` (everything), ``report.md`` (the table, plus which layers stayed float and why) and
-``report.png`` (AP against latency, one point per variant; matplotlib with the Agg backend, so no display is needed).
+``report.png`` (AP drop in points against latency, one labelled point per variant, no two labels overlapping;
+matplotlib's Agg canvas, so no display is needed).
 """
 
 from __future__ import annotations
@@ -110,28 +111,83 @@ def _thread_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    """AP against p50 latency, one labelled point per variant (skipped variants have no AP or no latency)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+def _points(report: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(variant, latency p50 ms, AP drop in points against its baseline; 0 where not measured) of every variant that
+    has a latency at the headline thread count."""
+    points = []
     for key, r in report["results"].items():
         lat = _latency(r, report["threads"])
-        if lat is None:
-            continue
-        ap = r.get("coco", {}).get("AP", 0.0)
-        ax.scatter([lat["p50"]], [ap], marker="o" if "int8" in key else "s")
-        ax.annotate(key, (lat["p50"], ap), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if lat is not None:
+            points.append((key, lat["p50"], r.get("ratios", {}).get("ap_drop_points") or 0.0))
+    return points
+
+
+def _label_offsets(step: float = 11.0, tries: int = 15) -> list[tuple[float, float]]:
+    """Where a label may go, in points from its marker, nearest first: right, then left, then further up and down."""
+    offsets = []
+    for k in range(tries):
+        for dy in (0.0,) if k == 0 else (k * step, -k * step):
+            offsets += [(7.0, dy), (-7.0, dy)]
+    return offsets
+
+
+def _place_labels(fig, ax, points: list[tuple[str, float, float]]) -> None:
+    """Label every point with its variant name where the label overlaps no other label and no marker and stays inside
+    the axes: the first free place of :func:`_label_offsets`, with a leader line when it is not beside its marker."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []
+    for _, x, y in points:
+        cx, cy = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(cx - 5, cy - 5, cx + 5, cy + 5))  # the marker
+    for key, x, y in points:
+        for dx, dy in _label_offsets():
+            label = ax.annotate(key, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, va="center",
+                                ha="left" if dx > 0 else "right")  # fmt: skip
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                break
+            label.remove()
+        else:  # nowhere free (dozens of variants on one spot): beside the marker, overlapping
+            dx, dy = 7.0, 0.0
+            label = ax.annotate(key, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, va="center")
+        if dy:  # a leader line from the marker to the label
+            ax.annotate("", (x, y), xytext=(dx, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"})  # fmt: skip
+        taken.append(label.get_window_extent(renderer))
+
+
+def figure(report: dict[str, Any]):
+    """AP drop in points (against each variant's FP32 baseline) against p50 latency, one labelled point per variant
+    (variants without a latency are left out) -> a matplotlib ``Figure`` (Agg canvas, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = _points(report)
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, x, y in points:
+        ax.scatter([x], [y], marker="o" if "int8" in key else "s", zorder=3)
+    measured = any("ap_drop_points" in r.get("ratios", {}) for r in report["results"].values())
+    ax.axhline(0.0, color="0.7", lw=0.8, zorder=1)
     ax.set_xlabel(f"latency p50, ms ({report['threads']} threads)")
-    ax.set_ylabel("COCO AP (0.5:0.95)" + ("" if report.get("val_data") else ": not measured"))
-    ax.set_title("accuracy vs latency")
+    ax.set_ylabel("AP drop, points (0.5:0.95)" + ("" if measured else ": not measured"))
+    ax.set_title(f"AP drop (against {report.get('baseline', 'each backend FP32')}) vs latency")
     ax.grid(alpha=0.3)
+    ax.margins(x=0.35, y=0.35)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.canvas.draw()  # fixes the limits, so that the labels can be placed in display space
+    _place_labels(fig, ax, points)
+    return fig
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Write :func:`figure` to ``path`` (PNG)."""
+    figure(report).savefig(path)
 
 
 def write_report(folder: str | Path, report: dict[str, Any]) -> Path:

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from exported import ExportedAssets
 
-from lighthead_edge.compress.bench import BenchSettings
 from lighthead_edge.compress.quantize import QuantizeRun, QuantizeSettings, quantize_checkpoint
+from lighthead_edge.measure import BenchSettings
 from lighthead_edge.runtime.bundle import load_bundle
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
@@ -136,26 +136,37 @@ def test_report_lists_latency_at_every_thread_count() -> None:
     assert "each thread count" not in one
 
 
-def test_interleaved_timings_spread_a_slow_spell_over_all_variants(monkeypatch) -> None:
-    """Two equally fast variants on a host that is 3x slower for a stretch of the run. Timed one after the other,
-    the spell lands on one of them (ratio 3); interleaved, both see it alike (ratio 1)."""
-    import lighthead_edge.compress.bench as bench
+def test_report_plot_labels_every_point_without_overlap(tmp_path: Path) -> None:
+    """Ten variants, pairs of them on nearly the same spot: every point is labelled, no two labels overlap each other
+    or a marker, all stay inside the axes, and the y axis is the AP drop in points against the variant's FP32."""
+    from lighthead_edge.compress.report import add_ratios, figure, write_report
 
-    clock = {"now": 0.0, "calls": 0}
+    def row(p50: float, ap: float) -> dict:
+        return {"latency_ms": {"2": {"p50": p50, "p95": p50}}, "coco": {"AP": ap, "AP50": ap}}
 
-    def call() -> None:  # 1 ms of work, 3 ms during calls 30..49 of the run (a third of it)
-        clock["calls"] += 1
-        clock["now"] += 0.003 if 30 <= clock["calls"] < 50 else 0.001
-
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
-    fns = {"fp32": call, "int8": call}
-    blockwise = {key: bench.timings(fn, runs=24, warmup=2) for key, fn in fns.items()}
-    assert blockwise["int8"]["p50"] / blockwise["fp32"]["p50"] == pytest.approx(3.0)
-    clock.update(now=0.0, calls=0)
-    interleaved = bench.interleaved_timings(fns, runs=24, warmup=2, rounds=4)
-    assert interleaved["int8"]["p50"] / interleaved["fp32"]["p50"] == pytest.approx(1.0)
-    assert interleaved["int8"]["runs"] == interleaved["fp32"]["runs"] == 24
-    assert clock["calls"] == 2 * (2 + 24 + 4)  # warm-up, timed runs, one untimed call after each switch
+    results = {"torch/fp32": row(120, 0.40), "onnxruntime/fp32": row(95, 0.40), "openvino/fp32": row(96, 0.40),
+               "openvino/fp16": row(97, 0.40), "onnxruntime/int8": row(50, 0.39), "openvino/int8": row(51, 0.392),
+               "onnxruntime/pruned-fp32": row(35, 0.37), "openvino/pruned-fp32": row(36, 0.37),
+               "onnxruntime/pruned-int8": row(22, 0.365), "openvino/pruned-int8": row(23, 0.366)}  # fmt: skip
+    report = {"model": "m.pt", "threads": "2", "val_data": "val.json", "results": add_ratios(results, "2")}
+    fig = figure(report)
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    labels = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in labels) == sorted(results)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes))
+                for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]  # fmt: skip
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    for x, y in ax.transData.transform(points):  # no label covers a marker's centre
+        assert not any(b.x0 <= x <= b.x1 and b.y0 <= y <= b.y1 for b in boxes)
+    by_label = {t.get_text(): t.xy for t in labels}
+    assert by_label["openvino/int8"] == pytest.approx((51, 0.8))  # AP drop in points against openvino/fp32
+    assert by_label["onnxruntime/pruned-int8"] == pytest.approx((22, 3.5))
+    assert "AP drop, points" in ax.get_ylabel()
+    write_report(tmp_path, report)
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_float_variant_reads_fp32_inputs_without_requantizing(assets: ExportedAssets, run: QuantizeRun) -> None:
@@ -283,14 +294,14 @@ def test_keep_float_keeps_the_fc_in_float_on_both_backends(assets: ExportedAsset
 
 
 def test_keep_float_that_names_nothing_is_an_error(run: QuantizeRun) -> None:
-    from lighthead_edge.compress.quantize import _keep_float_names
+    from lighthead_edge.compress.quantize import keep_float_names
     from lighthead_edge.errors import ConfigError
     from lighthead_edge.runtime.bundle import Backend
 
     for backend, path in ((Backend.ONNXRUNTIME, "model.onnx"), (Backend.OPENVINO, "model_fp32.xml")):
         with pytest.raises(ConfigError, match=f"--keep-float 'nope' names no quantizable {backend.value} layer; "
                                               "they are under /"):  # fmt: skip
-            _keep_float_names(run.bundle / path, backend, ["nope"])
+            keep_float_names(run.bundle / path, backend, ["nope"])
 
 
 def test_ort_excluded_layers_stay_float(assets: ExportedAssets, run: QuantizeRun, tmp_path: Path) -> None:
