@@ -359,9 +359,9 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
              ort_ranges: str, keep_float: tuple[str, ...], threads: int, runs: int, out: str) -> None:  # fmt: skip
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
-    from lighthead_edge.compress.bench import BenchSettings
     from lighthead_edge.compress.calibration import Selection
     from lighthead_edge.compress.quantize import OrtRanges, QuantizeSettings, parse_backends, quantize_checkpoint
+    from lighthead_edge.measure import BenchSettings
 
     settings = QuantizeSettings(
         backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
@@ -395,7 +395,8 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 )
 def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | None, isa: str) -> None:
     """Measure every variant of MODEL (a bundle folder, or a model.pt: torch eager FP32) and write a report."""
-    from lighthead_edge.compress.bench import BenchSettings, bench_model
+    from lighthead_edge.compress.bench import bench_model
+    from lighthead_edge.measure import BenchSettings
     from lighthead_edge.runtime.isa import cap_isa
 
     cap_isa(isa)  # before anything compiles an OpenVINO model in this process

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from exported import ExportedAssets
 
 from lighthead_edge.cli import cli
-from lighthead_edge.compress.bench import latencies
 from lighthead_edge.errors import ConfigError, DataError
+from lighthead_edge.measure import latencies
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
 SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_compress.py"

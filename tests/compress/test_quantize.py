@@ -47,6 +47,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_int8_detections_are_close_to_fp32(run: QuantizeRun, assets: ExportedAssets, backend: str) -> None:
+    from lighthead_edge.data.cocojson import image_paths
     from lighthead_edge.data.transforms import read_image
     from lighthead_edge.runtime.detector import Detector
 
@@ -54,10 +55,9 @@ def test_int8_detections_are_close_to_fp32(run: QuantizeRun, assets: ExportedAss
     assert fp32["coco"]["AP"] - int8["coco"]["AP"] <= MAX_AP_DROP
     assert int8["ratios"]["size"] < 0.5  # int8 weights, float scope aside
     ref, quant = Detector(run.bundle, backend, precision="fp32"), Detector(run.bundle, backend, precision="int8")
-    images = json.loads(assets.val_json.read_text())["images"][:6]
     ious = []
-    for im in images:
-        frame = read_image(assets.val_json.parent / im["file_name"])
+    for path in image_paths(assets.val_json)[:6]:
+        frame = read_image(path)
         a, b = ref(frame), quant(frame)
         assert abs(float(a.scores[0]) - float(b.scores[0])) < 0.02
         for box, label in zip(a.boxes[:5], a.labels[:5]):  # the top-5 FP32 detections must be found again
