@@ -49,10 +49,10 @@ class Synthetic(Source):
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_file_source_every_frame_in_order(tiny_bundle: Path, video_mp4: Path, backend: str) -> None:
-    detector = Detector(tiny_bundle, backend, threads=1)
-    with Pipeline(detector, VideoFileSource(video_mp4), nireq=3) as pipe:
+    detector = Detector(tiny_bundle, backend, threads=1, jobs=3)
+    with Pipeline(detector, VideoFileSource(video_mp4), nireq=4) as pipe:  # at most the engine's 3 requests
         results = list(pipe)
-    assert [r.meta.index for r in results] == list(range(40))
+    assert pipe.nireq == 3 and [r.meta.index for r in results] == list(range(40))
     summary = pipe.summary()
     assert (summary.frames_read, summary.processed, summary.dropped) == (40, 40, 0)
     # the async path gives exactly what a plain call gives

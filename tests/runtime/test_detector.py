@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,37 @@ def test_an_input_size_the_graph_does_not_take_is_refused_in_one_line(assets, ba
     path = wrong.artifact(backend).path
     assert str(info.value) == (f"bundle {bundle.root}: {path} takes {h}x{w} images but the manifest says 96x112; "
                                "re-export the bundle")  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_submit_calls_back_on_an_engine_thread_with_copies_or_the_error(assets, backend) -> None:
+    detector = Detector(assets.bundle, backend, threads=1, jobs=2)
+    engine = detector.engine
+    inputs = [detector.preprocess(frame).input for frame in _frames(assets, 4)]
+    got: dict[int, object] = {}
+    threads: set[str] = set()
+
+    def callback(i: int):  # holds the results, never the engine
+        def done(result) -> None:
+            got[i] = result
+            threads.add(threading.current_thread().name)
+
+        return done
+
+    for i, image in enumerate(inputs):
+        engine.submit(image, callback(i))
+    engine.wait_all()
+    assert sorted(got) == [0, 1, 2, 3] and threading.current_thread().name not in threads
+    for i, image in enumerate(inputs):  # 4 inputs on 2 requests: outputs of the first two were copied out
+        for name, value in engine.run(image).items():
+            np.testing.assert_allclose(got[i][name], value, atol=1e-5)
+    errors: list[object] = []
+    bad = np.zeros((1, 7, 5, 3), np.uint8)
+    if backend == "onnxruntime":  # refused while running: the callback gets the exception
+        engine.submit(bad, errors.append)
+        engine.wait_all()
+        assert len(errors) == 1 and isinstance(errors[0], Exception)
+    else:  # OpenVINO refuses the shape when the request is started, in submit itself
+        with pytest.raises(RuntimeError, match="shape"):
+            engine.submit(bad, errors.append)
+    assert engine.kernel_isas() if backend == "openvino" else engine.kernel_isas() == {}

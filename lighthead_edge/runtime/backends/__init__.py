@@ -32,7 +32,8 @@ class InferenceBackend(Protocol):
     - ``submit`` one input to the engine's own queue of ``jobs`` requests (it blocks while all are busy); the
       ``callback`` later runs on an engine thread with the outputs (copies) or the exception. It must not hold the
       backend: OpenVINO releases the callback on its own thread, and dropping the last reference to the backend
-      there aborts the process (see ``backends/openvino.py``). ``wait_all`` waits for every submitted input;
+      there aborts the process (see ``backends/openvino.py``). An input the engine refuses outright (OpenVINO: a
+      wrong shape) raises from ``submit`` itself. ``wait_all`` waits for every submitted input;
     - ``input_shape``: the graph's input, (1, H, W, 3) uint8 NHWC (-1 for a dynamic dimension);
     - ``kernel_isas`` / ``check_isa``: what instruction set the kernels use (see :mod:`~lighthead_edge.runtime.isa`);
       ``{}`` and a no-op where the engine does not tell.
