@@ -180,7 +180,7 @@ class FoldedPreprocess(nn.Module):
         return x
 
 
-def _first_conv(backbone: nn.Module, example: Tensor) -> tuple[nn.Module, str, nn.Conv2d] | None:
+def first_conv(backbone: nn.Module, example: Tensor) -> tuple[nn.Module, str, nn.Conv2d] | None:
     """(parent, attribute, conv) of the conv that the backbone applies to its input first, if it takes the input
     itself (not a function of it) and is a plain zero-padded conv of 3 channels; else None."""
     calls: list[tuple[nn.Conv2d, Tensor]] = []
@@ -211,7 +211,7 @@ def fold_normalization(model: LightHeadRCNN) -> FoldedPreprocess | None:
     With n_c = (x_{2-c} - m_c) / s_c: W'[:, j] = W[:, 2-j] / s_{2-j}, b' = b - sum W * m / s.
     """
     c = model.config
-    found = _first_conv(model.backbone, torch.zeros(1, 3, *c.input_size))
+    found = first_conv(model.backbone, torch.zeros(1, 3, *c.input_size))
     if found is None:
         return None
     parent, attr, conv = found

@@ -228,7 +228,7 @@ def test_normalisation_folds_exactly_into_the_first_conv(backbone) -> None:
 
 
 def test_first_conv_not_fed_by_the_input_is_not_folded() -> None:
-    from lighthead_edge.export.graph import _first_conv
+    from lighthead_edge.export.graph import first_conv
 
     class Scaled(torch.nn.Module):
         def __init__(self) -> None:
@@ -238,10 +238,10 @@ def test_first_conv_not_fed_by_the_input_is_not_folded() -> None:
         def forward(self, x):
             return self.conv(x * 2)
 
-    assert _first_conv(Scaled(), torch.zeros(1, 3, 8, 8)) is None
+    assert first_conv(Scaled(), torch.zeros(1, 3, 8, 8)) is None
     plain = Scaled()
     plain.forward = lambda x: plain.conv(x)
-    assert _first_conv(plain, torch.zeros(1, 3, 8, 8))[2] is plain.conv
+    assert first_conv(plain, torch.zeros(1, 3, 8, 8))[2] is plain.conv
 
 
 def test_bin_major_thin_map_pools_the_same() -> None:
