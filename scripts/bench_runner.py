@@ -133,7 +133,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_runner_"))
     bundle = args.model or build_random_bundle(tmp / "bundle", args.backbone, args.input_size, threads=args.threads)
     video = args.video or make_video(tmp / "clip.mp4", args.frames)
-    detector = Detector(bundle, args.backend, threads=args.threads, hint=args.hint)
+    detector = Detector(bundle, args.backend, threads=args.threads, hint=args.hint, jobs=args.nireq)
     cap = cv2.VideoCapture(str(video))
     inputs = [detector.preprocess(cap.read()[1]).input for _ in range(8)]
     cap.release()
