@@ -66,7 +66,8 @@ class Detector:
         threads: inference threads [default: the engine's].
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` [default: fp32 if the bundle has it for ``backend``].
         hint: ``"latency"`` (one frame at a time) or ``"throughput"`` (many in flight, for :meth:`infer_batch`).
-        jobs: requests in flight in :meth:`infer_batch` / :meth:`stream` [default: the engine's choice].
+        jobs: requests the engine keeps in flight for :meth:`infer_batch` / :meth:`stream` and the video pipeline
+            [default: the engine's choice, at least 2].
     """
 
     def __init__(
