@@ -29,16 +29,57 @@ def test_kernels_are_counted_by_isa(assets: ExportedAssets) -> None:
     assert set(every) <= {"sse41", "avx", "avx2", "avx512", "amx", "other"}
 
 
-def test_a_cap_that_came_too_late_is_an_error(assets: ExportedAssets) -> None:
-    """This process compiled OpenVINO models before: an AVX2 cap set now cannot reach them, and on a CPU with
-    AVX-512 the check says so; on an AVX2-only CPU the kernels are AVX2 anyway and there is nothing to catch."""
-    compiled = _compiled(assets)
-    if "avx512" in kernel_isas(compiled, ONEDNN_LAYERS):
+class _Value(str):
+    def astype(self, _type: type) -> str:  # an OpenVINO rt_info value
+        return str(self)
+
+
+class _Op:
+    def __init__(self, layer: str, primitive: str) -> None:
+        self.info = {"layerType": _Value(layer), "primitiveType": _Value(primitive)}
+
+    def get_rt_info(self) -> dict[str, _Value]:
+        return self.info
+
+
+class _Compiled:
+    """A compiled model whose runtime graph reports these (layer type, kernel) pairs, as OpenVINO's CPU plugin does."""
+
+    def __init__(self, *ops: tuple[str, str]) -> None:
+        self.ops = [_Op(*op) for op in ops]
+
+    def get_runtime_model(self) -> _Compiled:
+        return self
+
+    def get_ops(self) -> list[_Op]:
+        return self.ops
+
+
+def test_a_cap_that_did_not_take_is_an_error_on_any_host() -> None:
+    """The check reads the kernels' names: an AVX-512 convolution under an AVX2 cap is an error, an AVX-512 TopK (not a
+    oneDNN kernel, so the cap cannot reach it) is not, and AVX2 kernels pass."""
+    late = _Compiled(("Convolution", "brgconv_avx512_core_I8"), ("TopK", "ref_any"), ("Input", "unknown"))
+    with pytest.raises(ConfigError, match="--isa avx2 did not take: OpenVINO still runs avx512 convolution kernels"):
+        check_cap(late, "avx2")
+    check_cap(late, "native")  # no cap, nothing to check
+    check_cap(late, "avx512_core")  # an AVX-512 cap allows them
+    check_cap(_Compiled(("Convolution", "jit_avx2_I8"), ("TopK", "jit_avx512_core")), "avx2")
+    assert kernel_isas(late) == {"avx512": 1, "other": 1}
+
+
+def test_this_hosts_kernels_follow_its_isa(assets: ExportedAssets) -> None:
+    """On this host, uncapped: AVX-512 convolution kernels exactly when the CPU has AVX-512 (this process compiled
+    OpenVINO models before, so an AVX2 cap set now cannot reach them, and the check says so); AVX2 ones otherwise."""
+    from lighthead_edge.runtime.isa import cpu_isa_flags
+
+    heavy = kernel_isas(_compiled(assets), ONEDNN_LAYERS)
+    if "avx512" in cpu_isa_flags():
+        assert heavy.get("avx512", 0) >= 10, heavy
         with pytest.raises(ConfigError, match="--isa avx2 did not take"):
-            check_cap(compiled, "avx2")
+            check_cap(_compiled(assets), "avx2")
     else:
-        check_cap(compiled, "avx2")
-    check_cap(compiled, "native")  # no cap, nothing to check
+        assert "avx512" not in heavy and "amx" not in heavy and heavy.get("avx2", 0) >= 10, heavy
+        check_cap(_compiled(assets), "avx2")
 
 
 def test_unknown_isa_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
