@@ -116,6 +116,7 @@ def test_report_files(run: QuantizeRun) -> None:
     assert (run.bundle / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "| onnxruntime/int8 |" in run.report.read_text()
     assert report["quantization"]["onnxruntime/int8"]["profile_ms"]
+    assert {"report.md", "report.json", "report.png"} <= set(load_bundle(run.bundle).manifest["files"])  # verified
 
 
 def test_report_lists_latency_at_every_thread_count() -> None:
