@@ -220,3 +220,18 @@ def test_cli_refuses_a_manifest_size_the_graph_does_not_take(assets, tmp_path, c
     assert code != 0
     assert err.strip().splitlines() == [f"error: bundle {bundle}: model.onnx takes {h}x{w} images but the manifest "
                                         f"says {h + 32}x{w}; re-export the bundle"]  # fmt: skip
+
+
+def test_a_format_1_bundle_still_loads(assets, tmp_path) -> None:
+    """Format 1 stored the input size also as input.size and model.config.input_size; its input.shape reads the same."""
+    bundle = Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    size = manifest["input"]["shape"][1:3]
+    manifest["format"] = "lighthead-edge/bundle/1"
+    manifest["input"]["size"], manifest["model"]["config"]["input_size"] = size, size
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(bundle).input_size == tuple(size)
+    manifest["format"] = "lighthead-edge/bundle/0"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="this runtime reads 'lighthead-edge/bundle/2'"):
+        load_bundle(bundle)
