@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import click
+
+
+class Finite(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf`` (a range check lets ``nan`` through)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+INDEX = click.IntRange(0, 2**31 - 1)
+PIXELS = click.IntRange(1, 65535)
+POSITIVE = Finite(0.0, min_open=True)
+THREADS, NIREQ, SCORE = click.IntRange(1, 1024), click.IntRange(1, 64), Finite(0.0, 1.0)
 
 
 @click.command("run")
 @click.option("--model", default=None, help="Bundle folder [default: $LIGHTHEAD_EDGE_BUNDLE, else the one made last].")
-@click.option("--camera", default=None, type=int, help="Camera index (V4L2 / OpenCV).")
-@click.option("--width", default=None, type=int, help="Camera: requested frame width.")
-@click.option("--height", default=None, type=int, help="Camera: requested frame height.")
-@click.option("--fps", default=None, type=float,
+@click.option("--camera", default=None, type=INDEX, help="Camera index (V4L2 / OpenCV).")
+@click.option("--width", default=None, type=PIXELS, help="Camera: requested frame width.")
+@click.option("--height", default=None, type=PIXELS, help="Camera: requested frame height.")
+@click.option("--fps", default=None, type=POSITIVE,
               help="Camera: requested rate; --stdin-raw: the nominal rate (for --save).")  # fmt: skip
 @click.option("--video", default=None, help="Video file (anything OpenCV decodes); every frame is processed.")
 @click.option("--loop", is_flag=True, help="Video: start again at the end.")
@@ -23,18 +41,20 @@ import click
 @click.option("--device", default="CPU", show_default=True, help="Engine device (OpenVINO: CPU, GPU, ...).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Which artifact of the bundle [default: fp32].")  # fmt: skip
-@click.option("--threads", default=None, type=int, help="Inference threads [default: the engine's].")
-@click.option("--nireq", default=None, type=int, help="Inference requests in flight [default: max(2, engine's)].")
+@click.option("--threads", default=None, type=THREADS, help="Inference threads [default: the engine's].")
+@click.option("--nireq", default=None, type=NIREQ, help="Inference requests in flight [default: max(2, engine's)].")
 @click.option("--hint", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True)
 @click.option("--drop/--no-drop", default=None,
               help="Keep only the newest frame [default: yes for camera/URL/stdin, no for files].")  # fmt: skip
 @click.option("--save", default=None, help="Annotated video (.mp4: mp4v, .avi: MJPG).")
 @click.option("--jsonl", default=None, metavar="PATH|-", help="One JSON object per frame; '-' for stdout.")
 @click.option("--show", is_flag=True, help="Show a window, where a display exists.")
-@click.option("--max-frames", default=None, type=int, help="Stop after reading this many frames.")
-@click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
-@click.option("--min-score", default=0.3, show_default=True, help="Detections below this are not written or drawn.")
-@click.option("--stats-every", default=5.0, show_default=True, help="Seconds between stats lines on stderr (0: none).")
+@click.option("--max-frames", default=None, type=click.IntRange(min=1), help="Stop after reading this many frames.")
+@click.option("--duration", default=None, type=POSITIVE, help="Stop after this many seconds.")
+@click.option("--min-score", default=0.3, type=SCORE, show_default=True,
+              help="Detections below this are not written or drawn.")
+@click.option("--stats-every", default=5.0, type=Finite(0.0), show_default=True,
+              help="Seconds between stats lines on stderr (0: none).")
 @click.option("--summary-json", default=None, help="Also write the final summary as JSON here.")
 @click.option("--verbose", is_flag=True, help="Let OpenCV/FFmpeg print their own warnings.")
 def run_cmd(

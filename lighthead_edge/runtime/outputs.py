@@ -1,20 +1,27 @@
 """Where the runner's results go: an annotated video, JSON lines, a window. numpy + OpenCV only.
 
-JSONL: one object per processed frame, flushed line by line so a reader (or a crash) never sees half a frame::
+JSONL: one object per processed frame, each line written whole in one call, so a reader (or a crash) never sees half
+a frame; on a full disk the file is cut back to its last complete line::
 
     {"frame": 12, "timestamp": 0.48, "width": 640, "height": 480,
      "detections": [{"box": [x1, y1, x2, y2], "score": 0.91, "label": 1, "class": "tree"}]}
 
 ``box`` is in the frame's own pixels, ``label`` 1..C indexes the bundle's class names.
+
+Nothing the user had is lost: the video is written to a hidden ``.NAME.PID.partial.EXT`` beside ``--save`` and moved
+over it only once it plays (otherwise removed, :class:`OutputError`); the JSONL is opened (truncated) only after the
+runner has opened the source and loaded the bundle; :func:`write_atomic` replaces a file in one rename.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,13 +32,67 @@ from lighthead_edge.runtime.detector import Detections
 
 
 class OutputError(LightheadError):
-    """An output that can't be written: no such folder, no permission, a video codec OpenCV lacks."""
+    """An output that can't be written: no such folder, no permission, a full disk, a video codec OpenCV lacks."""
 
     exit_code = 7
 
 
 class OutputClosed(Exception):
     """The reader of an output went away (e.g. ``--jsonl - | head``): the run ends quietly."""
+
+
+def check_writable(path: str | Path, option: str) -> None:
+    """Raise :class:`OutputError` now, creating nothing, when ``path`` can't be written: a folder, a read-only file,
+    or no writable folder above it (checked before the model loads, so a typo fails at once)."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        raise OutputError(f"can't write {option} {path}: it is a folder")
+    ancestor = next(p for p in path.parents if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"can't write {option} {path}: {ancestor} is not a writable folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"can't write {option} {path}: permission denied")
+
+
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place: a hidden name in the same folder, with this
+    process's id, keeping the suffix (OpenCV picks the container by it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the partial files of earlier writes to ``path`` whose process is gone (a killed run)."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.partial{glob.escape(path.suffix)}"):
+        pid = old.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def write_atomic(path: str | Path, text: str, option: str) -> None:
+    """Write ``text`` to ``path`` through a partial file and one rename: the old file stays whole until then."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path)
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"can't write {option} {path}: {exc.strerror}") from None
 
 
 def detections_record(
@@ -54,34 +115,57 @@ def detections_record(
 
 
 class JsonlSink:
-    """JSON lines to ``path``, or to standard output for ``"-"``; every line is flushed as it is written."""
+    """JSON lines to ``path``, or to standard output for ``"-"``. Each line goes out in one write; when a write
+    fails (a full disk), the file is cut back to its last complete line and :class:`OutputError` names the path."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._stdout = self.path == "-"
-        if self._stdout:
-            self._file: TextIO = sys.stdout
-        else:
+        self.lines = self._good = 0  # lines and bytes written whole
+        self._fd = -1
+        if not self._stdout:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             except OSError as exc:
                 raise OutputError(f"can't write --jsonl {self.path}: {exc.strerror}") from None
-        self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        if self._stdout:
+            self._write_stdout(line)
+        else:
+            self._write_file(line.encode("utf-8"))
+        self.lines += 1
+
+    def _write_stdout(self, line: str) -> None:
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._file.flush()
+            sys.stdout.write(line)
+            sys.stdout.flush()
         except BrokenPipeError:
             # Point stdout at /dev/null so the interpreter's final flush doesn't complain on the closed pipe.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise OutputClosed("the JSONL reader closed its end") from None
-        self.lines += 1
+        except OSError as exc:
+            raise OutputError(f"can't write --jsonl to standard output: {exc.strerror}") from None
+
+    def _write_file(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:  # one call unless the disk fills up in the middle of the line
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a device such as /dev/full can't be truncated: nothing was kept
+                os.ftruncate(self._fd, self._good)
+            self.close()
+            raise OutputError(f"can't write --jsonl {self.path}: {exc.strerror} (its {self.lines} complete lines "
+                              "are kept)") from None  # fmt: skip
+        self._good += len(data)
 
     def close(self) -> None:
-        if not self._stdout:
-            self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def fourcc_for(path: str | Path) -> str:
@@ -89,12 +173,29 @@ def fourcc_for(path: str | Path) -> str:
     return "MJPG" if Path(path).suffix.lower() == ".avi" else "mp4v"
 
 
+def plays(path: Path, frames: int) -> bool:
+    """Whether the video at ``path`` opens, announces ``frames`` frames and decodes its last one. OpenCV's writers
+    fail silently on a full disk: an MP4 without its index won't open, an AVI announces no frames."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened() or int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) != frames:
+            return False
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+        return bool(cap.read()[0])
+    finally:
+        cap.release()
+
+
 class VideoSink:
     """An annotated video at ``path``, opened at the first frame's size; later frames of another size (a stream
-    that came back at a new resolution) are letterboxed into it. :meth:`close` finalizes the file."""
+    that came back at a new resolution) are letterboxed into it. It is written to :func:`partial_path` and
+    :meth:`close` moves it over ``path`` once it plays; one that doesn't is removed (:class:`OutputError`)."""
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path, self.fps = Path(path), float(fps) if fps and fps > 0 else 25.0
+        self.partial = partial_path(self.path)
         self.size: tuple[int, int] | None = None  # (w, h)
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
@@ -102,11 +203,13 @@ class VideoSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"can't create the folder of --save {self.path}: {exc.strerror}") from None
+        remove_leftovers(self.path)
 
     def _open(self, width: int, height: int) -> None:
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc_for(self.path)), self.fps,
+        writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*fourcc_for(self.path)), self.fps,
                                  (width, height))  # fmt: skip
         if not writer.isOpened():
+            self._remove_partial()
             raise OutputError(f"can't write video {self.path} ({fourcc_for(self.path)}); use a .mp4 or .avi path "
                               "in a writable folder")  # fmt: skip
         self._writer, self.size = writer, (width, height)
@@ -120,10 +223,25 @@ class VideoSink:
         self._writer.write(image)
         self.frames += 1
 
+    def _remove_partial(self) -> None:
+        with contextlib.suppress(OSError):
+            self.partial.unlink()
+
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finalize the file and move it into place; without a frame written, ``path`` is left as it was."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if not plays(self.partial, self.frames):
+            self._remove_partial()
+            raise OutputError(f"can't write video {self.path}: what OpenCV wrote does not play (a full disk?); "
+                              "the path is left as it was")  # fmt: skip
+        try:
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            self._remove_partial()
+            raise OutputError(f"can't write video {self.path}: {exc.strerror}") from None
 
 
 class DisplaySink:

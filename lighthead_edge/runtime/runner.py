@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.bundle import BundleError
-from lighthead_edge.runtime.sources import SourceSpec, open_source, quiet_opencv
+from lighthead_edge.runtime.sources import IMAGE_SUFFIXES, SourceKind, SourceSpec, open_source, quiet_opencv
 from lighthead_edge.runtime.stats import Summary
 
 Log = Callable[[str], None]
@@ -178,20 +180,87 @@ class _Stopper:
             pipeline.stop(self.reason)
 
 
+# --------------------------------------------------------------------------------------------------------- paths
+def _identity(path: Path) -> set[object]:
+    """What makes two paths one file: the resolved path, and the device and inode of a file that exists."""
+    keys: set[object] = {str(path.resolve())}
+    try:
+        stat = path.stat()
+        keys.add((stat.st_dev, stat.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
+def _inputs(spec: SourceSpec, bundle: Path) -> Iterator[tuple[str, Path]]:
+    """(what it is, path) of every file the run reads."""
+    if spec.kind is SourceKind.VIDEO:
+        yield "the --video input", Path(spec.target)
+    elif spec.kind is SourceKind.URL and urlsplit(spec.target).scheme.lower() == "file":
+        yield "the --url input", Path(url2pathname(urlsplit(spec.target).path))
+    elif spec.kind is SourceKind.IMAGES and Path(spec.target).is_dir():
+        for file in Path(spec.target).iterdir():
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                yield "an --images input", file
+    if bundle.is_dir():
+        for file in bundle.rglob("*"):
+            yield f"a file of the bundle {bundle}", file
+
+
+def check_paths(settings: RunSettings, bundle: Path) -> None:
+    """Before anything is opened: no output is an input (the video, an image, a bundle file) or another output (a
+    one-line :class:`ConfigError` naming both), and each output can be written (:class:`OutputError`)."""
+    from lighthead_edge.runtime.outputs import check_writable
+
+    outputs = [(option, Path(path)) for option, path in
+               (("--save", settings.save), ("--jsonl", settings.jsonl), ("--summary-json", settings.summary_json))
+               if path and path != "-"]  # fmt: skip
+    if not outputs:
+        return
+    taken: dict[object, str] = {}
+    for name, path in _inputs(settings.source, bundle):
+        taken.update(dict.fromkeys(_identity(path), f"{name} {path}"))
+    for option, path in outputs:
+        keys = _identity(path)
+        clash = next((taken[key] for key in keys if key in taken), None)
+        if clash is not None:
+            raise ConfigError(f"{option} {path} is {clash}; an input is never an output: write it elsewhere")
+        taken.update(dict.fromkeys(keys, f"also the {option} output"))
+    for option, path in outputs:
+        check_writable(path, option)
+
+
 # ----------------------------------------------------------------------------------------------------------- run
 class _Outputs:
-    """The sinks that ``settings`` asks for, opened (and checked) before the first frame."""
+    """The sinks that ``settings`` asks for. Opened only once the source is open and the bundle loaded, so a failed
+    start leaves every old output as it was; leaving the ``with`` finalizes them (the first failure is raised)."""
 
-    def __init__(self, settings: RunSettings, log: Log) -> None:
+    def __init__(self, settings: RunSettings, fps: float | None, log: Log) -> None:
         from lighthead_edge.runtime.outputs import DisplaySink, JsonlSink, VideoSink
 
         self.min_score = settings.min_score
-        self.jsonl = JsonlSink(settings.jsonl) if settings.jsonl else None
-        self.video = VideoSink(settings.save, settings.source.fps or 25.0) if settings.save else None
+        self.video = VideoSink(settings.save, fps or settings.source.fps or 25.0) if settings.save else None
+        self.jsonl = JsonlSink(settings.jsonl) if settings.jsonl else None  # last: the one that truncates a file
         self.display = DisplaySink() if settings.show else None
         if self.display is not None and not self.display.available:
             log(f"warning: --show ignored: {self.display.reason}")
             self.display = None
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        from lighthead_edge.runtime.outputs import OutputError
+
+        errors = []
+        for sink in (self.video, self.jsonl, self.display):
+            try:
+                if sink is not None:
+                    sink.close()
+            except OutputError as error:
+                errors.append(error)
+        if errors and exc_type is None:  # an error already on its way is the one reported
+            raise errors[0]
 
     def write(self, result: Any, pipeline: Any) -> None:
         """JSONL, then one annotated copy of the frame for the video and the window."""
@@ -214,11 +283,6 @@ class _Outputs:
         if self.display is not None and not self.display.show(annotated):
             pipeline.stop("window closed")
 
-    def close(self) -> None:
-        for sink in (self.video, self.jsonl, self.display):
-            if sink is not None:
-                sink.close()
-
 
 def _describe(settings: RunSettings, bundle: Path, detector: Any, pipeline: Any) -> dict[str, Any]:
     return {
@@ -226,6 +290,11 @@ def _describe(settings: RunSettings, bundle: Path, detector: Any, pipeline: Any)
         "threads": settings.threads, "nireq": pipeline.nireq, "hint": settings.hint, "source": pipeline.source.name,
         "drop_stale_frames": pipeline.drop, "source_spec": {k: v for k, v in asdict(settings.source).items()},
     }  # fmt: skip
+
+
+def _log_start(log: Log, bundle: Path, detector: Any, pipeline: Any) -> None:
+    log(f"running {bundle} ({detector.artifact.key}, nireq {pipeline.nireq}) on {pipeline.source.name}"
+        + (" (newest frame first; stale frames dropped)" if pipeline.drop else ""))  # fmt: skip
 
 
 def run_video(
@@ -236,45 +305,41 @@ def run_video(
     ``on_frame(result, pipeline)`` is called after each frame's outputs are written (monitoring, soak tests).
     """
     from lighthead_edge.runtime.detector import Detector
+    from lighthead_edge.runtime.outputs import write_atomic
     from lighthead_edge.runtime.pipeline import Pipeline
 
     if not settings.verbose:
         quiet_opencv()
     bundle = resolve_bundle(settings.model)
+    check_paths(settings, bundle)  # an input named as an output, or an unwritable path: before anything opens
     stopper = _Stopper()
     with graceful_signals(stopper.stop, log):
-        outputs = _Outputs(settings, log)  # bad output paths and a missing camera fail before the model loads
         source = open_source(settings.source, log=log)
         try:
             source.open()
             detector = Detector(bundle, settings.backend, settings.device, settings.threads, settings.precision,
                                 hint=settings.hint, jobs=settings.nireq)  # fmt: skip
+            pipeline = Pipeline(detector, source, nireq=settings.nireq, drop=settings.drop,
+                                max_frames=settings.max_frames, duration=settings.duration)  # fmt: skip
         except BaseException:
-            outputs.close()
             source.close()
             raise
-        pipeline = Pipeline(detector, source, nireq=settings.nireq, drop=settings.drop,
-                            max_frames=settings.max_frames, duration=settings.duration)  # fmt: skip
         try:
             pipeline.start()
             stopper.attach(pipeline)
-            if outputs.video is not None:
-                outputs.video.fps = pipeline.source.fps or outputs.video.fps
-            info = _describe(settings, bundle, detector, pipeline)
-            log(f"running {bundle} ({info['artifact']}, nireq {pipeline.nireq}) on {info['source']}"
-                + (" (newest frame first; stale frames dropped)" if pipeline.drop else ""))  # fmt: skip
-            with _StatsPrinter(pipeline.stats.window_line, settings.stats_every, log):
-                for result in pipeline:
-                    start = time.perf_counter()
-                    outputs.write(result, pipeline)
-                    pipeline.stats.add_output((time.perf_counter() - start) * 1000.0)
-                    if on_frame is not None:
-                        on_frame(result, pipeline)
+            with _Outputs(settings, pipeline.source.fps, log) as outputs:  # only now: the inputs and bundle work
+                _log_start(log, bundle, detector, pipeline)
+                with _StatsPrinter(pipeline.stats.window_line, settings.stats_every, log):
+                    for result in pipeline:
+                        start = time.perf_counter()
+                        outputs.write(result, pipeline)
+                        pipeline.stats.add_output((time.perf_counter() - start) * 1000.0)
+                        if on_frame is not None:
+                            on_frame(result, pipeline)
         finally:
-            outputs.close()  # finalizes the MP4 and flushes the JSONL even when the run failed
             pipeline.close()
     summary = pipeline.summary(settings=_describe(settings, bundle, detector, pipeline))
     log(summary.format())
     if settings.summary_json:
-        Path(settings.summary_json).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+        write_atomic(settings.summary_json, json.dumps(summary.to_dict(), indent=2), "--summary-json")
     return summary
