@@ -421,6 +421,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # one line, as every other error: what is wrong and where the help is
+        help_hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _echo(f"error: {exc.format_message()}{help_hint}")
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
