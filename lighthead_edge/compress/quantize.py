@@ -12,7 +12,6 @@ precision ``int8`` and their checksums, so :class:`~lighthead_edge.runtime.detec
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,7 +58,8 @@ class QuantizeSettings:
         calib_size, selection: calibration set size and how it is chosen.
         val_json: COCO json: AP/AP50 per variant, and the metric of accuracy control.
         max_drop: with ``val_json``, the largest AP drop (absolute, 0.01 = 1 point) accuracy control may leave.
-        prune_ratio, train_json, finetune_epochs: prune the model first (:func:`prune_checkpoint`).
+        prune_ratio, train_json, finetune_epochs: prune (and fine-tune) the model first, in memory
+            (:func:`~lighthead_edge.compress.pipeline.prune_and_finetune`).
         bench: what the report measures.
         ort_ranges: ONNX Runtime activation ranges (:class:`OrtRanges`); it sets ``ort.moving_average``.
         keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
@@ -106,15 +106,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _prune(checkpoint: Path, work: Path, s: QuantizeSettings, log: Log) -> Path:
-    from lighthead_edge.compress.pipeline import PruneSettings, prune_checkpoint
+def _prune(model, class_names: list[str], payload: dict[str, Any], checkpoint: Path, s: QuantizeSettings, log: Log):
+    """The checkpoint's model pruned and fine-tuned in memory (no checkpoint is written)."""
+    from lighthead_edge.compress.pipeline import PruneSettings, prune_and_finetune
     from lighthead_edge.config import TrainConfig
 
-    out = work / f"{checkpoint.stem}_pruned.pt"
     cfg = TrainConfig(epochs=s.finetune_epochs, threads=max(s.bench.threads))
-    prune_checkpoint(checkpoint, out, train_json=s.train_json, settings=PruneSettings(ratio=s.prune_ratio),
-                     train_config=cfg, progress_bar=False, log=log)  # fmt: skip
-    return out
+    run = prune_and_finetune(model, class_names, train_json=s.train_json, settings=PruneSettings(ratio=s.prune_ratio),
+                             train_config=cfg, source_meta=payload.get("meta") or {}, source=str(checkpoint),
+                             progress_bar=False, log=log)  # fmt: skip
+    return run.model.eval()
 
 
 def quantize_checkpoint(
@@ -129,11 +130,12 @@ def quantize_checkpoint(
     checkpoint, out = Path(checkpoint), Path(out)
     check_target(out)
     formats = [ExportFormat.ONNX if b is Backend.ONNXRUNTIME else ExportFormat.OPENVINO for b in s.backends]
-    with tempfile.TemporaryDirectory(prefix="lighthead-quantize-") as work, atomic_directory(out) as tmp:
-        source = _prune(checkpoint, Path(work), s, log) if s.prune_ratio else checkpoint
+    with atomic_directory(out) as tmp:
+        model, class_names, payload = load_checkpoint(checkpoint)
+        if s.prune_ratio:
+            model = _prune(model, class_names, payload, checkpoint, s, log)
         export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
-        model, class_names, _ = load_checkpoint(source)
-        export_bundle(model, class_names, tmp, export, source=source, log=log)
+        export_bundle(model, class_names, tmp, export, source=checkpoint, log=log)
         bundle = load_bundle(tmp)
         calib_set = calibration_set_for_bundle(calib, bundle, size=s.calib_size, selection=s.selection)
         log(calib_set.summary())
