@@ -75,10 +75,16 @@ def test_fine_tune_from_a_checkpoint_keeps_classes(synth_set, tmp_path, tiny_con
         out=tmp_path / "b.pt",
         init_model=model,
         init_classes=classes,
-        train_config=TrainConfig(iters=2, batch_size=8, warmup_iters=1),
+        train_config=TrainConfig(iters=2, batch_size=8, optimizer="sgd", warmup_iters=1),
         progress_bar=False,
     )
-    assert load_checkpoint(tuned.checkpoint)[1] == classes
+    _, tuned_classes, payload = load_checkpoint(tuned.checkpoint)
+    assert tuned_classes == classes
+    # the record holds the settings as the run resolved them: sgd's rate, BN frozen when starting from a model
+    settings = payload["train"]["settings"]
+    assert (settings["lr"], settings["freeze_bn"], settings["frozen_stages"]) == (0.02, True, 0)
+    assert payload["train"]["command"] is None
+    assert load_checkpoint(base.checkpoint)[2]["train"]["settings"]["freeze_bn"] is False  # trained from scratch
 
 
 def test_time_budget_ends_the_run_and_the_log_says_so(synth_set, tmp_path, tiny_config):
