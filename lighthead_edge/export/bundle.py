@@ -1,8 +1,10 @@
 """``lighthead-edge export``: a model (in memory) to a bundle folder of ONNX / OpenVINO artifacts and ``manifest.json``.
 
 The bundle is built in a hidden sibling folder and renamed into place only when it is complete, so an interrupted
-export leaves no bundle and an existing bundle at the target survives until its replacement is whole. (A process
-killed with SIGKILL can leave a ``.<name>.*.partial`` folder beside the target; it is never read and may be deleted.)
+export leaves no bundle and an existing bundle at the target survives until its replacement is whole. Nothing the
+tool did not write is lost: only an empty folder or a lighthead-edge bundle is replaced, files a user put into a bundle
+are carried into the new one, and no input may lie inside ``--out`` (:func:`check_target`). A process killed with
+SIGKILL can leave a ``.<name>.<pid>.*.partial`` folder beside the target; the next write to that target removes it.
 
 Manifest (``format`` = :data:`~lighthead_edge.runtime.bundle.BUNDLE_FORMAT`; the file names, artifact entries, writer
 and reader are in :mod:`lighthead_edge.runtime.bundle`)::
@@ -25,7 +27,9 @@ and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -44,13 +48,17 @@ from lighthead_edge.measure import export_measurements, summary_line
 from lighthead_edge.runtime.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_NAME,
+    MANIFEST_TMP,
+    REPORT_FILES,
     Backend,
     Precision,
     artifact_entry,
     artifact_files,
     file_records,
     input_record,
+    is_bundle_manifest,
     load_bundle,
+    read_manifest,
     sha256_file,
     write_manifest,
 )
@@ -127,27 +135,47 @@ def _stderr(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
-def check_target(target: Path) -> None:
-    """Refuse to replace anything but nothing, an empty folder or a bundle."""
+def check_target(target: str | Path, inputs: Mapping[str, str | Path | None] | None = None) -> None:
+    """Refuse, before anything is written, to replace anything but nothing, an empty folder or a lighthead-edge
+    bundle (a ``manifest.json`` whose ``format`` says so), and to write a bundle over one of its own ``inputs``
+    (``{"--val": path, ...}``: a file or folder at ``target`` or inside it would be deleted with it)."""
+    target = Path(target)
     if target.exists() and not target.is_dir():
         raise ExportError(f"--out {target} is a file; give a folder for the bundle")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+    where = target.resolve()
+    for option, path in (inputs or {}).items():
+        if path is not None and Path(path).resolve().is_relative_to(where):
+            raise ExportError(f"{option} {path} is inside --out {target}, which the bundle replaces; "
+                              "write the bundle to another folder")  # fmt: skip
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    manifest = target / MANIFEST_NAME
+    if not manifest.is_file():
         raise ExportError(f"--out {target} is a non-empty folder that is not a bundle; refusing to replace it")
+    if not is_bundle_manifest(manifest):
+        raise ExportError(f"--out {target} holds a {MANIFEST_NAME} that is not a lighthead-edge bundle's; refusing "
+                          "to replace the folder")  # fmt: skip
 
 
 @contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
+def atomic_directory(target: str | Path, log: Log | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; when the block ends normally it replaces ``target``.
 
-    If the block raises (or is interrupted), the temporary folder is removed and ``target`` is left as it was.
+    If the block raises (or is interrupted), the temporary folder is removed and ``target`` is left as it was. Files
+    in an old ``target`` that no lighthead-edge command writes (notes, a calibration folder) are kept: they are
+    carried into the new folder (``log`` names them). The leftovers of writes to ``target`` killed earlier are
+    removed first (see :func:`remove_leftovers`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    remove_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is meant to be copied and shared
         yield tmp
-        _swap_in(tmp, target)
+        kept = _swap_in(tmp, target)
+        if kept and log is not None:
+            log(f"kept what the old {target} held besides the bundle: {', '.join(kept)}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -159,12 +187,74 @@ def _umask() -> int:
     return mask
 
 
-def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first and deleted only afterwards."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def remove_leftovers(target: Path) -> None:
+    """Clean up after writes to ``target`` whose process is gone (a SIGKILLed export): ``.NAME.PID.*.partial``
+    folders are removed; a ``.NAME.PID.*.old`` one (the previous bundle, moved aside just before the swap) is moved
+    back when ``target`` is missing, else removed. Folders of a live process, or without a process id, are kept."""
+    for kind in ("old", "partial"):  # an old bundle first: put back before anything else is touched
+        for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.{kind}")):
+            mine = re.fullmatch(rf"\.{re.escape(target.name)}\.(\d+)\.\w+\.{kind}", path.name)  # mkdtemp's name
+            if not mine or not path.is_dir() or path.is_symlink() or _alive(int(mine[1])):
+                continue
+            if kind == "old" and not target.exists():
+                os.replace(path, target)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _tool_files(target: Path) -> set[str]:
+    """The names in a bundle folder that lighthead-edge writes: every artifact and report file, the manifest and
+    whatever its ``files`` lists."""
+    names = {MANIFEST_NAME, MANIFEST_TMP, *REPORT_FILES}
+    names.update(name for b in Backend for p in Precision for name in artifact_files(b, p))
+    try:
+        names.update(Path(name).parts[0] for name in read_manifest(target).get("files", {}))
+    except (ExportError, OSError):
+        pass
+    return names
+
+
+def _carry_over(old: Path, new: Path) -> list[str]:
+    """Hard-link (or copy) what ``old`` holds besides the bundle into ``new``; the originals stay in ``old``."""
+    ours = _tool_files(old)
+    kept = sorted(p.name for p in old.iterdir() if p.name not in ours and not (new / p.name).exists())
+    for name in kept:
+        src, dst = old / name, new / name
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(src, dst)
+    return kept
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    if Path(src).is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap_in(new: Path, target: Path) -> list[str]:
+    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first and deleted only afterwards, once
+    what it held besides the bundle is in ``new`` (:func:`_carry_over`). Returns the names carried over."""
     if not target.exists():
         os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        return []
+    kept = _carry_over(target, new)
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old", dir=target.parent))
     old.rmdir()  # only the unique name is wanted: a folder can't be renamed onto a non-empty one
     os.replace(target, old)
     try:
@@ -173,6 +263,7 @@ def _swap_in(new: Path, target: Path) -> None:
         os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------------ manifest
@@ -317,9 +408,9 @@ def export_bundle(
         raise ExportError("export_bundle needs a model in eval mode; call model.eval() first")
     if len(class_names) != model.config.num_classes:
         raise ExportError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
-    check_target(out)
+    check_target(out, {"CHECKPOINT": source, "--val": settings.val_json})
     meta = model_metadata(model, list(class_names), source)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, log) as tmp:
         artifacts = write_artifacts(model, tmp, settings, meta, log)
         producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")

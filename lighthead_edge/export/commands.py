@@ -15,9 +15,11 @@ import click
 @click.option("--val", "val_json", default=None, help="COCO json: measure AP of torch and of every artifact.")
 @click.option("--method", type=click.Choice(["auto", "grid_sample", "gather"]), default="auto", show_default=True,
               help="PS-RoIAlign decomposition; auto picks the faster one per backend.")  # fmt: skip
-@click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
-@click.option("--threads", default=None, type=int, help="Threads for the latency measurement [default: engine's].")
-@click.option("--runs", "latency_runs", default=10, show_default=True, help="Timed runs per artifact.")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(17, 20), help="ONNX opset (17 to 20).")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="Threads for the latency measurement [default: engine's].")  # fmt: skip
+@click.option("--runs", "latency_runs", default=10, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed runs per artifact.")  # fmt: skip
 def export_cmd(
     checkpoint: str, out: str, formats: str, val_json: str | None, method: str, opset: int, threads: int | None,
     latency_runs: int,
@@ -35,7 +37,7 @@ def export_cmd(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
         threads=threads,
     )  # fmt: skip
-    check_target(Path(out))  # before the model is loaded: a wrong --out fails at once
+    check_target(Path(out), {"CHECKPOINT": checkpoint, "--val": val_json})  # before the model loads: fails at once
 
     def log(message: str) -> None:
         click.echo(message, err=True)

@@ -13,10 +13,14 @@ A bundle is the exported artifacts of one model plus ``manifest.json``. ``lighth
       model_int8.xml, model_int8.bin   openvino, int8
       report.md, report.json, report.png                            (REPORT_FILES)
 
-``manifest.json`` lists the sha256 and size of every other file (``files``); :func:`load_bundle` checks them all
-before anything is loaded, so a tampered, truncated or half-copied bundle is refused with a :class:`BundleError` that
-says which file is wrong. The model's input size is stored once, as ``input.shape`` ([1, H, W, 3], the shape of the
-graph's input); the :class:`~lighthead_edge.runtime.detector.Detector` checks it against the loaded graph.
+``manifest.json`` lists the sha256 and size of every other file (``files``), and its own digest
+(``manifest_sha256``, :func:`manifest_digest`: the sha256 of its canonical JSON without that key); :func:`load_bundle`
+checks them all before anything is loaded, so a tampered, truncated or half-copied bundle, or a manifest edited by
+hand (a class name, the input size), is refused with a :class:`BundleError` that says which file is wrong. The model
+metadata (class names, input, pre- and postprocessing) is also inside every artifact (ONNX ``metadata_props``,
+OpenVINO ``rt_info``), covered by the artifact's checksum. The model's input size is stored once, as ``input.shape``
+([1, H, W, 3], the shape of the graph's input); the :class:`~lighthead_edge.runtime.detector.Detector` checks it
+against the loaded graph.
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ from typing import Any
 
 from lighthead_edge.errors import ExportError
 
-BUNDLE_FORMAT = "lighthead-edge/bundle/2"  # 2: the input size only in input.shape; report files checksummed
-READABLE_FORMATS = (BUNDLE_FORMAT, "lighthead-edge/bundle/1")  # 1 also has input.shape, so it reads the same
+BUNDLE_FORMAT = "lighthead-edge/bundle/3"  # 3: the manifest's own digest; 2: the size only in input.shape
+FORMAT_PREFIX = "lighthead-edge/bundle/"  # what every bundle's format starts with, of any version
+UNDIGESTED_FORMATS = ("lighthead-edge/bundle/2", "lighthead-edge/bundle/1")  # read without a digest (1 and 2 alike)
+READABLE_FORMATS = (BUNDLE_FORMAT, *UNDIGESTED_FORMATS)
 MANIFEST_NAME = "manifest.json"
+DIGEST_KEY = "manifest_sha256"
+MANIFEST_TMP = f".{MANIFEST_NAME}.tmp"
 REPORT_FILES = ("report.md", "report.json", "report.png")
 _CHUNK = 1 << 20
 
@@ -211,9 +219,31 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleError(f"{path} has format {found!r}; this runtime reads {BUNDLE_FORMAT!r}")
     missing = [k for k in ("class_names", "input", "preprocessing", "artifacts", "files") if k not in manifest]
+    if manifest["format"] not in UNDIGESTED_FORMATS and DIGEST_KEY not in manifest:
+        missing.append(DIGEST_KEY)
     if missing:
         raise BundleError(f"{path} lacks {', '.join(missing)}; it was not written by lighthead-edge export")
+    if DIGEST_KEY in manifest and manifest[DIGEST_KEY] != manifest_digest(manifest):
+        raise BundleError(f"{path} was modified after export ({DIGEST_KEY} mismatch); re-export the bundle")
     return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The sha256 of ``manifest`` without its own digest, as canonical JSON (sorted keys, no spaces, ASCII): how
+    the manifest is written (indented or not) does not change it, any change of a value does."""
+    content = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def is_bundle_manifest(path: str | Path) -> bool:
+    """Whether ``path`` is a ``manifest.json`` written by lighthead-edge (any format version): a JSON object whose
+    ``format`` starts with ``lighthead-edge/bundle/``. A web app's manifest, or an unreadable file, is not."""
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(FORMAT_PREFIX)
 
 
 def verify_files(root: Path, manifest: dict[str, Any]) -> None:
@@ -249,12 +279,18 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
 
 
 # ------------------------------------------------------------------------------------------------------ writer
-def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``root/manifest.json`` atomically (beside it, then renamed): a reader sees the old or the new one."""
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``root/manifest.json`` atomically (beside it, then renamed): a reader sees the old or the new one.
+
+    Its digest (:func:`manifest_digest`) is computed afresh; returns the manifest as written (and as read back).
+    """
     root = Path(root)
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    written = json.loads(json.dumps({k: v for k, v in manifest.items() if k != DIGEST_KEY}))  # as a reader sees it
+    written[DIGEST_KEY] = manifest_digest(written)
+    tmp = root / MANIFEST_TMP
+    tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, root / MANIFEST_NAME)
+    return written
 
 
 def file_records(root: str | Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -287,5 +323,4 @@ def update_manifest(
         old = manifest.get("measurements", {})
         manifest["measurements"] = {**old, **measurements, "results": {**old.get("results", {}),
                                                                       **measurements.get("results", {})}}  # fmt: skip
-    write_manifest(root, manifest)
-    return manifest
+    return write_manifest(root, manifest)
