@@ -335,14 +335,18 @@ def prune(
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, help="Calibration images: a folder, a COCO json or a video file.")
 @click.option("--backend", type=click.Choice(["openvino", "onnxruntime", "both"]), default="both", show_default=True)
-@click.option("--calib-size", default=300, show_default=True, help="Calibration images to use.")
+@click.option("--calib-size", default=300, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Calibration images to use.")  # fmt: skip
 @click.option("--selection", type=click.Choice(["uniform", "diverse"]), default="uniform", show_default=True,
               help="Evenly spaced over the source, or greedy k-center on colour thumbnails.")  # fmt: skip
 @click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 of every variant (and accuracy control).")
-@click.option("--max-drop", default=None, type=float, help="With --val: accuracy control, max AP drop (0.01 = 1 pt).")
-@click.option("--prune", "prune_ratio", default=None, type=float, help="Prune at this ratio first (needs --data).")
+@click.option("--max-drop", default=None, type=click.FloatRange(0, 1, min_open=True),
+              help="With --val: accuracy control, max AP drop, in (0, 1] (0.01 = 1 pt).")  # fmt: skip
+@click.option("--prune", "prune_ratio", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Prune at this ratio first, in (0, 1) (needs --data).")  # fmt: skip
 @click.option("--data", "train_json", default=None, help="Training COCO json for --prune.")
-@click.option("--finetune-epochs", default=0, show_default=True, help="With --prune: fine-tuning epochs.")
+@click.option("--finetune-epochs", default=0, show_default=True, type=click.IntRange(0, 100_000),
+              help="With --prune: fine-tuning epochs.")  # fmt: skip
 @click.option("--ort-ranges", type=click.Choice(["auto", "minmax", "averaged"]), default="auto", show_default=True,
               help="ONNX Runtime activation ranges: calibration extremes, per-image min/max averaged, or auto "
                    "(with --val both, keeping the higher AP; else minmax).")  # fmt: skip
@@ -352,8 +356,10 @@ def prune(
     metavar="NAME",
     help="Keep the layers whose node names contain NAME in float (repeatable), e.g. roi_heads/head/fc/.",
 )
-@click.option("--threads", default=2, show_default=True, help="Threads for the latency figures.")
-@click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
+              help="Threads for the latency figures.")  # fmt: skip
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed runs per latency figure.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
 def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,

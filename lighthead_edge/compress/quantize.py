@@ -86,8 +86,13 @@ class QuantizeSettings:
             raise ConfigError("--max-drop needs --val: accuracy control measures COCO AP on the validation set")
         if self.prune_ratio is not None and not self.train_json:
             raise ConfigError("--prune needs --data train.json (BN re-estimation and fine-tuning run on it)")
-        if self.prune_ratio is not None and not 0 < self.prune_ratio < 1:
+        if self.prune_ratio is not None and not 0 < self.prune_ratio < 1:  # nan too
             raise ConfigError(f"--prune must be between 0 and 1, got {self.prune_ratio}")
+        if self.max_drop is not None and not 0 < self.max_drop <= 1:  # nan too
+            raise ConfigError(f"--max-drop must be in (0, 1] (0.01 = 1 AP point), got {self.max_drop}")
+        if self.calib_size < 1 or self.finetune_epochs < 0:
+            raise ConfigError(f"--calib-size must be >= 1 and --finetune-epochs >= 0, got {self.calib_size} and "
+                              f"{self.finetune_epochs}")  # fmt: skip
         if self.val_json and self.bench.val_json != self.val_json:
             object.__setattr__(self, "bench", BenchSettings(**{**self.bench.__dict__, "val_json": self.val_json}))
 
@@ -128,9 +133,9 @@ def quantize_checkpoint(
 
     s = settings or QuantizeSettings()
     checkpoint, out = Path(checkpoint), Path(out)
-    check_target(out)
+    check_target(out, {"CHECKPOINT": checkpoint, "--calib": calib, "--val": s.val_json, "--data": s.train_json})
     formats = [ExportFormat.ONNX if b is Backend.ONNXRUNTIME else ExportFormat.OPENVINO for b in s.backends]
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, log) as tmp:
         model, class_names, payload = load_checkpoint(checkpoint)
         if s.prune_ratio:
             model = _prune(model, class_names, payload, checkpoint, s, log)
