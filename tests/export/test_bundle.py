@@ -22,6 +22,7 @@ from lighthead_edge.runtime.bundle import (
     artifact_entry,
     artifact_files,
     update_manifest,
+    write_manifest,
 )
 
 EMBEDDED = ["format", "class_names", "labels", "input", "preprocessing", "outputs", "postprocessing", "model",
@@ -106,15 +107,19 @@ def test_interrupted_export_keeps_the_existing_bundle(assets, eager, tmp_path) -
 def test_atomic_directory_replaces_only_when_complete(tmp_path) -> None:
     target = tmp_path / "out"
     with atomic_directory(target) as tmp:
-        (tmp / "a").write_text("1")
-    assert (target / "a").read_text() == "1"
+        (tmp / "model.onnx").write_text("1")
+    assert (target / "model.onnx").read_text() == "1"
     with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "a").write_text("2")
+        (tmp / "model.onnx").write_text("2")
         raise RuntimeError("boom")
-    assert (target / "a").read_text() == "1"
-    with atomic_directory(target) as tmp:
-        (tmp / "b").write_text("3")
-    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert (target / "model.onnx").read_text() == "1"
+    (target / "notes.txt").write_text("mine")  # not a file lighthead-edge writes: carried over
+    kept = []
+    with atomic_directory(target, log=kept.append) as tmp:
+        (tmp / "model_fp32.xml").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["model_fp32.xml", "notes.txt"]
+    assert (target / "notes.txt").read_text() == "mine" and kept == [f"kept what the old {target} held besides the "
+                                                                     "bundle: notes.txt"]  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -133,6 +138,12 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path) -> No
     with pytest.raises(ExportError, match="not a bundle"):
         check_target(tmp_path)
     check_target(tmp_path / "new")  # nothing there: fine
+    (tmp_path / "manifest.json").write_text('{"format": "lighthead-edge/bundle/9"}')
+    check_target(tmp_path)  # a bundle of any version may be replaced
+    for foreign in ('{"name": "My PWA"}', '{"format": "other/bundle/1"}', "[1]", "not json", ""):
+        (tmp_path / "manifest.json").write_text(foreign)
+        with pytest.raises(ExportError, match="not a lighthead-edge bundle's"):
+            check_target(tmp_path)
 
 
 def test_cli_export_onnx_only_then_eval(assets, tmp_path) -> None:
@@ -209,13 +220,13 @@ def test_update_manifest_covers_report_files_and_replaces_entries(assets, tmp_pa
 
 
 def test_cli_refuses_a_manifest_size_the_graph_does_not_take(assets, tmp_path, cli) -> None:
-    """The manifest itself carries no checksum, so an edited input.shape passes the file check and is caught against
-    the graph's input shape when the artifact loads: a one-line error."""
+    """An input.shape edited with the manifest's digest recomputed (a hand edit is refused by the digest, see
+    test_nothing_lost) passes load_bundle and is caught against the graph's input shape: a one-line error."""
     bundle = Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
     manifest = json.loads((bundle / "manifest.json").read_text())
     h, w = manifest["input"]["shape"][1:3]
     manifest["input"]["shape"] = [1, h + 32, w, 3]
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle, manifest)
     code, _, err = cli("eval", bundle, "--data", assets.val_json, "--backend", "onnxruntime")
     assert code != 0
     assert err.strip().splitlines() == [f"error: bundle {bundle}: model.onnx takes {h}x{w} images but the manifest "
@@ -229,9 +240,17 @@ def test_a_format_1_bundle_still_loads(assets, tmp_path) -> None:
     size = manifest["input"]["shape"][1:3]
     manifest["format"] = "lighthead-edge/bundle/1"
     manifest["input"]["size"], manifest["model"]["config"]["input_size"] = size, size
+    del manifest["manifest_sha256"]  # formats 1 and 2 had no digest
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     assert load_bundle(bundle).input_size == tuple(size)
+    manifest["format"] = "lighthead-edge/bundle/2"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(bundle).input_size == tuple(size)
+    manifest["format"] = "lighthead-edge/bundle/3"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="lacks manifest_sha256"):  # 3 has it: a missing one is not a bundle of 3
+        load_bundle(bundle)
     manifest["format"] = "lighthead-edge/bundle/0"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="this runtime reads 'lighthead-edge/bundle/2'"):
+    with pytest.raises(BundleError, match="this runtime reads 'lighthead-edge/bundle/3'"):
         load_bundle(bundle)
