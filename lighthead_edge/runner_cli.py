@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import click
 
-
-class Finite(click.FloatRange):
-    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf`` (a range check lets ``nan`` through)."""
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
-
+from lighthead_edge.cli_types import Finite
 
 INDEX = click.IntRange(0, 2**31 - 1)
 PIXELS = click.IntRange(1, 65535)
