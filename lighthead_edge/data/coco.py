@@ -16,17 +16,31 @@ import torch
 from torch.utils.data import Dataset
 
 from lighthead_edge.data.cocojson import categories, load_coco
-from lighthead_edge.data.transforms import adjust_colour, hflip, letterbox, read_image, rot90, to_model_input, vflip
+from lighthead_edge.data.transforms import (
+    adjust_colour,
+    check_image_file,
+    hflip,
+    letterbox,
+    read_image,
+    rot90,
+    to_model_input,
+    vflip,
+)
 from lighthead_edge.errors import DataError
 
 
-def _check_files_exist(coco_path: Path, image_root: Path, file_names: Sequence[str]) -> None:
+def _check_files(coco_path: Path, image_root: Path, file_names: Sequence[str]) -> None:
     missing = [name for name in file_names if not (image_root / name).is_file()]
     if missing:
         raise DataError(
             f"{len(missing)} of {len(file_names)} images listed in {coco_path} are missing under {image_root} "
             f"(first: {missing[0]}); pass the right image root"
         )
+    for name in file_names:  # a stat and a few header bytes each: an empty or foreign file fails here, not mid-run
+        try:
+            check_image_file(image_root / name)
+        except DataError as exc:
+            raise DataError(f"{coco_path}: {exc}") from None
 
 
 AUGMENTATIONS = ("flip", "aerial")
@@ -74,7 +88,7 @@ class CocoDetection(Dataset):
         images = self.coco["images"]
         self.image_ids: list[int] = [im["id"] for im in images]
         self._file_names: list[str] = [im["file_name"] for im in images]
-        _check_files_exist(self.coco_path, self.image_root, self._file_names)
+        _check_files(self.coco_path, self.image_root, self._file_names)
 
         per_image: dict[int, list[tuple[list[float], int]]] = {i: [] for i in self.image_ids}
         for a in self.coco["annotations"]:
@@ -95,6 +109,15 @@ class CocoDetection(Dataset):
 
     def image_path(self, index: int) -> Path:
         return self.image_root / self._file_names[index]
+
+    def decode_all(self) -> None:
+        """Decode every image once (``DataError`` naming the first that fails): a small set read many times (a val
+        set, validated each epoch) is checked whole before a long run, not after it."""
+        for index in range(len(self)):
+            try:
+                read_image(self.image_path(index))
+            except DataError as exc:
+                raise DataError(f"{self.coco_path}: {exc}") from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image = read_image(self.image_path(index))

@@ -28,10 +28,23 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image {path} not found; check the path or the dataset's image root")
     # np.fromfile + imdecode instead of imread: imread returns None silently and can't read non-ASCII paths on Windows.
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # imdecode asserts on an empty buffer
     if image is None:
         raise DataError(f"image {path} can't be decoded; it is corrupt or not an image (re-export it as JPEG or PNG)")
     return image
+
+
+def check_image_file(path: str | Path) -> None:
+    """Raise ``DataError`` naming ``path`` unless it is a non-empty file whose header OpenCV recognises as an image
+    format it decodes: a cheap check (a stat and a few bytes) before a long run reads it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image {path} not found; check the path or the dataset's image root")
+    if path.stat().st_size == 0:
+        raise DataError(f"image {path} is empty (0 bytes); re-export it or remove it from the dataset")
+    if not cv2.haveImageReader(str(path)):
+        raise DataError(f"image {path} is not an image OpenCV can decode (its header is no known format)")
 
 
 def letterbox(
