@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lighthead_edge.config import ModelConfig
-from lighthead_edge.errors import CheckpointError, LightheadError
+from lighthead_edge.errors import CheckpointError, ConfigError, LightheadError
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector
 from lighthead_edge.modeling.pruned import conform_to_state_dict, is_pruned
 
@@ -46,6 +47,32 @@ def save_checkpoint(
         payload["train_state"] = train_state
     atomic_torch_save(payload, path)
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | Path, inputs: Mapping[str, str | Path | None], option: str = "--out") -> None:
+    """Before any work: ``path`` (a checkpoint or report to write) is not a folder, has a writable folder above it,
+    and is none of ``inputs`` (``{"--data": path, ...}``: an input is never an output). Else a one-line
+    ``ConfigError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give the path of the file to write")
+    for name, given in inputs.items():
+        if given is not None and _same_file(path, Path(given)):
+            raise ConfigError(f"{option} {path} is also {name}; an input is never an output: write it elsewhere")
+    ancestor = next(p for p in path.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{option} {path}: permission denied; write it to a folder you can write to")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -97,6 +124,10 @@ def load_checkpoint(path: str | Path) -> tuple[LightHeadRCNN, list[str], dict[st
             f"{path} does not match the {config.backbone} architecture it declares ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} mis-shaped tensors; first: {first})"
         )
+    bad = next((k for k, v in given.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} has non-finite weights in {bad} (NaN or inf); the training that wrote it "
+                              "diverged: use an earlier checkpoint or retrain with a lower --lr")  # fmt: skip
     model.load_state_dict(given)
     model.eval()
     return model, list(payload["classes"]), payload
