@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lighthead_edge.errors import DataError
+from lighthead_edge.errors import ConfigError, DataError
 
 
 def _is_number(value: Any) -> bool:
@@ -106,3 +106,31 @@ def coco_images(
 def image_paths(path: str | os.PathLike) -> list[Path]:
     """The image files a COCO json lists, in its order, relative to the json's folder (not checked to exist)."""
     return [Path(path).parent / im["file_name"] for im in load_coco(path)["images"]]
+
+
+def _written_by(path: Path, description: str) -> bool:
+    """Whether the COCO json ``path`` says (``info.description``) that this tool wrote it, as ``description``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f).get("info")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(info, dict) and str(info.get("description", "")).startswith(description)
+
+
+def claim_dataset_folder(out: str | os.PathLike, description: str, names: Sequence[str]) -> None:
+    """Refuse (``ConfigError``, before anything is written) to write a dataset into ``out`` over files this tool did
+    not write: a json of ``names`` whose ``info.description`` does not start with ``description``, or a non-empty
+    ``images/`` beside no such json of ours. A set written earlier by the same command may be replaced."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the dataset")
+    ours = [name for name in names if (out / name).is_file() and _written_by(out / name, description)]
+    for name in names:
+        if (out / name).exists() and name not in ours:
+            raise ConfigError(f"--out {out} holds {name}, which this command did not write; refusing to overwrite "
+                              "it: give a new or empty folder")  # fmt: skip
+    images = out / "images"
+    if images.is_dir() and not ours and any(images.iterdir()):
+        raise ConfigError(f"--out {out} holds images/ of another dataset; refusing to overwrite it: give a new or "
+                          "empty folder")  # fmt: skip

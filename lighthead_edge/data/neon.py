@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lighthead_edge.data.cocojson import claim_dataset_folder
 from lighthead_edge.errors import DataError
 
 PACKAGE = "deepforest==2.1.0"
@@ -229,6 +230,7 @@ def prepare_neon(
         )
     if not 0.0 <= holdout <= 0.5:
         raise DataError(f"need 0 <= holdout <= 0.5 (a fraction of each training crop's rows), got {holdout}")
+    claim_dataset_folder(out_dir, "NEON tree crowns", ("train.json", "val.json", "holdout.json"))
     if wheel is None:
         wheel_path = _download_wheel(Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR, progress)
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lighthead_edge.data.cocojson import claim_dataset_folder
 from lighthead_edge.errors import DataError
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
@@ -31,6 +32,7 @@ MIN_VISIBLE = 0.5  # a shape less visible than this is not labelled
 _PLACE_VISIBLE = 0.6  # placements keep earlier shapes this visible, leaving room for clutter drawn on top
 _SPLITS = {"train": 0, "val": 1}
 _JPEG_QUALITY = 95
+DESCRIPTION = "lighthead-edge synthetic shapes"  # how a set of ours starts its info.description (may be replaced)
 
 
 @dataclass
@@ -356,7 +358,7 @@ def _write_split(out_dir: Path, split: str, count: int, *, size: tuple[int, int]
         if progress and (index + 1 == count or (index + 1) % 100 == 0):
             print(f"synth {split}: {index + 1}/{count} images", file=sys.stderr)
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
-    info = {"description": f"lighthead-edge synthetic shapes, {split}, seed {seed}"}
+    info = {"description": f"{DESCRIPTION}, {split}, seed {seed}"}
     return {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
 
 
@@ -370,6 +372,8 @@ def generate_dataset(
     progress: bool = True,
 ) -> dict:
     """Write a synthetic COCO dataset: ``out_dir/images/*.jpg``, ``out_dir/train.json`` and ``out_dir/val.json``.
+
+    ``out_dir`` may hold a set this function wrote before (replaced), but no other dataset (``ConfigError``).
 
     Args:
         num_train, num_val: images per split (at least 1 each).
@@ -386,6 +390,7 @@ def generate_dataset(
     if seed < 0:
         raise DataError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir)
+    claim_dataset_folder(out, DESCRIPTION, ("train.json", "val.json"))
     (out / "images").mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, count in (("train", num_train), ("val", num_val)):
