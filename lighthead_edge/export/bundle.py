@@ -27,6 +27,7 @@ and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -147,6 +148,9 @@ def check_target(target: str | Path, inputs: Mapping[str, str | Path | None] | N
         if path is not None and Path(path).resolve().is_relative_to(where):
             raise ExportError(f"{option} {path} is inside --out {target}, which the bundle replaces; "
                               "write the bundle to another folder")  # fmt: skip
+    folder = next(p for p in target.absolute().parents if p.exists())  # where the bundle is built, then renamed
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"can't write --out {target}: {folder} is not a writable folder")
     if not target.is_dir() or not any(target.iterdir()):
         return
     manifest = target / MANIFEST_NAME
@@ -167,17 +171,22 @@ def atomic_directory(target: str | Path, log: Log | None = None) -> Iterator[Pat
     removed first (see :func:`remove_leftovers`).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise ExportError(f"can't write --out {target}: {exc.strerror}") from None
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is meant to be copied and shared
         yield tmp
         kept = _swap_in(tmp, target)
         if kept and log is not None:
             log(f"kept what the old {target} held besides the bundle: {', '.join(kept)}")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise ExportError(f"can't write --out {target}: {exc.strerror}; nothing was changed there") from None
         raise
 
 

@@ -77,6 +77,10 @@ REFUSALS = {
                                          "CHECKPOINT {w}/dir/model.pt is inside --out"),  # fmt: skip
     "quantize --calib inside --out": (_quantize(Path("{w}/dir/model.pt"), Path("{w}/bundle"),
                                                 Path("{w}/bundle/val.json")), "--calib {w}/bundle/val.json is inside"),
+    # not a place a folder can be written
+    "--out under a file": (["export", "{w}/dir/model.pt", "--out", "{w}/webapp/index.html/bundle"],
+                           "can't write --out {w}/webapp/index.html/bundle: {w}/webapp/index.html is not a writable "
+                           "folder"),
 }  # fmt: skip
 
 
