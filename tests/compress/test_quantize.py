@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from exported import ExportedAssets
 
 from lighthead_edge.compress.quantize import QuantizeRun, QuantizeSettings, quantize_checkpoint
+from lighthead_edge.errors import ConfigError
 from lighthead_edge.measure import BenchSettings
 from lighthead_edge.runtime.bundle import load_bundle
 
@@ -370,7 +372,10 @@ def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_p
     from lighthead_edge.runtime.bundle import Backend
 
     settings = QuantizeSettings(backends=(Backend.ONNXRUNTIME,), val_json=str(assets.val_json), calib_size=8,
-                                max_drop=-0.1, bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
+                                max_drop=0.1, bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"--max-drop must be in \(0, 1\]"):
+        replace(settings, max_drop=-0.1)  # a user can't ask for it ...
+    object.__setattr__(settings, "max_drop", -0.1)  # ... this test forces it, to drive the search to its end
     run = quantize_checkpoint(CHECKPOINT, tmp_path / "b", calib=assets.val_json, settings=settings, log=lambda m: None)
     info = run.quantization["onnxruntime/int8"]
     assert len(info["kept_float"]) >= 2 and all("alone reads float inputs, rank" in layer["why"]
