@@ -32,7 +32,7 @@ def export_onnx(
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its deprecation
-        # The tracer warns where Python branches on a tensor's shape: the padding buffers' sizes (graph.FoldedPreprocess)
+        # The tracer warns where Python branches on a tensor's shape: the padding buffers (graph.FoldedPreprocess)
         # and the RoI count (PSRoIAlignExport), both fixed for one export (static input size, P RoI slots), so the
         # branch it records is the only one the graph can take.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
