@@ -3,7 +3,7 @@ one line, before any work (train writes no model), and touch no file.
 
 Each family of damage is one case; Hypothesis draws where and how: a key dropped, a wrong type, an empty list, a
 duplicate id, a dangling reference, a bbox with nan/inf/negative size/a string/a bool/the wrong length/huge values,
-a record that is not an object, ids that are strings/bools/floats/beyond int64, an image file that is missing or a
+a record that is not an object, ids that are strings/bools/floats/lists or missing, an image file that is missing or a
 folder, and bytes that are not JSON at all.
 """
 
@@ -26,7 +26,7 @@ NOT_A_LIST = st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=4), st.di
                        st.integers(), max_size=2), st.booleans())  # fmt: skip
 NOT_A_RECORD = st.one_of(st.none(), st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=3))
 NOT_AN_ID = st.one_of(st.text(min_size=1, max_size=4), st.none(), st.booleans(), st.just(1.5),
-                      st.sampled_from([2**63, -(2**63) - 1, 10**30]), st.lists(st.integers(), max_size=2))  # fmt: skip
+                      st.lists(st.integers(), max_size=2))
 BAD_COORD = st.one_of(st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308]), st.text(max_size=3),
                       st.none(), st.booleans(), st.lists(st.integers(), max_size=2))  # fmt: skip
 Damage = Callable[[st.DataObject, dict], Any]  # the damaged document (dumped as JSON), or raw bytes
@@ -94,7 +94,7 @@ def not_a_record(draw: st.DataObject, doc: dict) -> dict:
 
 
 def bad_field(draw: st.DataObject, doc: dict) -> dict:
-    """An id, a file name or a category name of the wrong type (or an id beyond int64), or missing."""
+    """An id, a file name or a category name of the wrong type, or missing."""
     key, field = draw.draw(st.sampled_from([("images", "id"), ("categories", "id"), ("annotations", "id"),
                                             ("images", "file_name"), ("categories", "name")]))  # fmt: skip
     record = doc[key][_index(draw, doc[key])]
