@@ -31,3 +31,13 @@ def bundle_world(world: World, assets: ExportedAssets) -> BundleWorld:
     first = sorted((world.data / "images").glob("val_*"))[0]
     shutil.copy2(first, frames / first.name)
     return BundleWorld(bundle, frames, [*world.roots, assets.bundle, assets.val_json.parent])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads():
+    """Commands run in-process with ``--threads 1`` set torch's thread count for the process: restore it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
