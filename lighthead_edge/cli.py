@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from lighthead_edge.cli_types import COUNT, FRACTION, POSITIVE, SEED, THREADS, Finite
 from lighthead_edge.errors import ConfigError, LightheadError
 from lighthead_edge.runtime.isa import ISAS
 
@@ -32,16 +33,16 @@ def data() -> None:
 
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--num", default=800, show_default=True, help="Training images.")
-@click.option("--val", "num_val", default=None, type=int, help="Validation images [default: num / 5].")
-@click.option("--size", default=320, show_default=True, help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--num", default=800, show_default=True, type=COUNT, help="Training images.")
+@click.option("--val", "num_val", default=None, type=COUNT, help="Validation images [default: num / 5].")
+@click.option("--size", default=320, show_default=True, type=click.IntRange(64, 8192), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 def data_synth(out: str, num: int, num_val: int | None, size: int, seed: int) -> None:
-    """Synthetic scenes (circle, square, triangle, star among clutter) -> OUT/train.json, OUT/val.json."""
+    """Synthetic scenes (circle, square, triangle, star among clutter) -> OUT/train.json, OUT/val.json.
+
+    OUT may hold a set this command wrote before (it is replaced), but no other dataset."""
     from lighthead_edge.data.synth import generate_dataset
 
-    if num < 1 or size < 64:
-        raise ConfigError("--num must be >= 1 and --size >= 64")
     num_val = max(1, num // 5) if num_val is None else num_val
     info = generate_dataset(out, num, num_val, size=(size, size), seed=seed, progress=True)
     click.echo(f"wrote {num} train / {num_val} val images: {info['train']} {info['val']}")
@@ -51,9 +52,11 @@ def data_synth(out: str, num: int, num_val: int | None, size: int, seed: int) ->
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--wheel", default=None, help="A local deepforest-2.1.0 wheel (offline use).")
 @click.option("--cache", "cache_dir", default=None, help="Download cache [default: ~/.cache/lighthead-edge/downloads].")
-@click.option("--tile", default=400, show_default=True, help="Training tile side in pixels.")
-@click.option("--overlap", default=100, show_default=True, help="Overlap of neighbouring training tiles in pixels.")
-@click.option("--holdout", default=0.0, show_default=True, type=float,
+@click.option("--tile", default=400, show_default=True, type=click.IntRange(32, 65535),
+              help="Training tile side in pixels.")  # fmt: skip
+@click.option("--overlap", default=100, show_default=True, type=click.IntRange(0, 65534),
+              help="Overlap of neighbouring training tiles in pixels (less than --tile).")  # fmt: skip
+@click.option("--holdout", default=0.0, show_default=True, type=Finite(0.0, 0.5),
               help="Fraction of each YELL crop's rows (bottom strip) held out as holdout.json.")  # fmt: skip
 def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, overlap: int, holdout: float) -> None:
     """NEON airborne tree crowns: train on tiles of the YELL crops, evaluate on OSBS_029 + SOAP_061.
@@ -77,23 +80,24 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, ove
 @click.option("--val", "val_json", default=None, help="Validation COCO json (mAP per epoch, best kept).")
 @click.option("--backbone", default="mobilenet_v2", show_default=True)
 @click.option("--head", "head_size", type=click.Choice(["S", "L"]), default="S", show_default=True)
-@click.option("--input-size", default=512, show_default=True, help="Square input side (multiple of 16).")
+@click.option("--input-size", default=512, show_default=True, type=click.IntRange(64, 4096),
+              help="Square input side (multiple of 16).")  # fmt: skip
 @click.option("--anchor-scales", default="2,4,8,16,32", show_default=True, help="Anchor sizes in units of the stride.")
 @click.option("--pretrained", default=None, help="Backbone weights file, or 'imagenet' (fetched once, cached).")
 @click.option("--init", "init_checkpoint", default=None, help="Fine-tune from this model.pt.")
 @click.option("--distill-from", "teacher_checkpoint", default=None,
               help="Distil from this model.pt while fine-tuning --init (a pruned model's original).")  # fmt: skip
-@click.option("--epochs", default=12, show_default=True)
-@click.option("--iters", default=None, type=int, help="Train for this many iterations instead of epochs.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--epochs", default=12, show_default=True, type=COUNT)
+@click.option("--iters", default=None, type=COUNT, help="Train for this many iterations instead of epochs.")
+@click.option("--batch-size", default=4, show_default=True, type=COUNT)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", default=None, type=float, help="[default: 0.001 adamw, 0.02 sgd]")
-@click.option("--max-minutes", default=None, type=float, help="Wall-clock budget; stops, validates and saves.")
+@click.option("--lr", default=None, type=POSITIVE, help="[default: 0.001 adamw, 0.02 sgd]")
+@click.option("--max-minutes", default=None, type=POSITIVE, help="Wall-clock budget; stops, validates and saves.")
 @click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
               help="aerial: also vertical flips, quarter turns and colour jitter (nadir imagery).")  # fmt: skip
-@click.option("--warmup", default=100, show_default=True, help="Warm-up iterations.")
-@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--warmup", default=100, show_default=True, type=click.IntRange(min=0), help="Warm-up iterations.")
+@click.option("--threads", default=None, type=THREADS, help="torch threads [default: all cores].")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--resume", is_flag=True, help="Continue from <out>.last.pt.")
 @click.option("--out", required=True, help="Where the best model.pt goes.")
 def train(
@@ -105,10 +109,15 @@ def train(
     """Train (or fine-tune) a Light-Head R-CNN on COCO-format data."""
     from lighthead_edge.config import ModelConfig, TrainConfig
     from lighthead_edge.evaluate import format_metrics
-    from lighthead_edge.modeling.checkpoint import load_checkpoint
+    from lighthead_edge.modeling.checkpoint import check_output, load_checkpoint
     from lighthead_edge.modeling.pretrained import resolve_pretrained
+    from lighthead_edge.train import last_path
     from lighthead_edge.train import train as run_training
 
+    inputs = {"--data": train_json, "--val": val_json, "--init": init_checkpoint,
+              "--distill-from": teacher_checkpoint, "--pretrained": pretrained}  # fmt: skip
+    check_output(out, inputs)
+    check_output(last_path(Path(out)), inputs, "--out's resumable state")
     tcfg = TrainConfig(
         epochs=epochs, iters=iters, batch_size=batch_size, optimizer=optimizer, lr=lr, warmup_iters=warmup,
         threads=threads, seed=seed, max_minutes=max_minutes, augment=augment,
@@ -162,20 +171,24 @@ def _teacher_loss(teacher_checkpoint: str, student, student_classes):
 @click.argument("model")
 @click.option("--data", "data_json", required=True, help="COCO json to evaluate on.")
 @click.option("--json", "json_out", default=None, help="Also write the metrics (and detections) as JSON here.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True, type=COUNT)
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default=None,
               help="Bundle only: the engine [default: openvino].")  # fmt: skip
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Bundle only: which artifact [default: fp32].")  # fmt: skip
-@click.option("--threads", default=None, type=int, help="Bundle only: inference threads [default: engine's].")
+@click.option("--threads", default=None, type=THREADS, help="Bundle only: inference threads [default: engine's].")
 def eval_cmd(
     model: str, data_json: str, json_out: str | None, batch_size: int, backend: str | None, precision: str | None,
     threads: int | None,
 ) -> None:  # fmt: skip
     """COCO mAP (pycocotools) of MODEL on a COCO json: a model.pt (torch), or a bundle folder (through the runtime)."""
     from lighthead_edge.evaluate import format_metrics
+    from lighthead_edge.modeling.checkpoint import check_output
 
     det_path = Path(json_out).with_suffix(".detections.json") if json_out else None
+    if json_out:
+        check_output(json_out, {"MODEL": model, "--data": data_json}, "--json")
+        check_output(det_path, {"MODEL": model, "--data": data_json}, "--json's detections file")
     if Path(model).is_dir():
         from lighthead_edge.evaluate import evaluate_bundle
 
@@ -236,8 +249,8 @@ cli.add_command(run_cmd)
 
 @cli.command()
 @click.option("--out", default="runs/demo", show_default=True, help="Where the data, model and pictures go.")
-@click.option("--minutes", default=6.0, show_default=True, help="Training budget.")
-@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
+@click.option("--minutes", default=6.0, show_default=True, type=POSITIVE, help="Training budget.")
+@click.option("--threads", default=None, type=THREADS, help="torch threads [default: all cores].")
 def demo(out: str, minutes: float, threads: int | None) -> None:
     """The whole job on a built-in default: NEON tree crowns, ImageNet MobileNetV2, fine-tune, mAP, pictures."""
     from lighthead_edge.demo import run_demo
@@ -264,43 +277,39 @@ def finetune_epochs_of(epochs: int | None, iters: int | None, minutes: float | N
 
 @cli.command()
 @click.argument("model")
-@click.option("--ratio", default=0.5, show_default=True, help="Fraction of channels removed from each pruned group.")
+@click.option("--ratio", default=0.5, show_default=True, type=FRACTION,
+              help="Fraction of channels removed from each pruned group, in [0, 1).")  # fmt: skip
 @click.option("--data", "train_json", required=True, help="Training COCO json (fine-tuning and BN statistics).")
 @click.option("--val", "val_json", default=None, help="Validation COCO json: AP before and after pruning.")
-@click.option("--finetune-epochs", default=None, type=int,
+@click.option("--finetune-epochs", default=None, type=click.IntRange(min=0),
               help="Fine-tuning epochs [default: 3, or as many as --finetune-minutes allows when only that is given; "
                    "0 skips it].")  # fmt: skip
-@click.option("--finetune-iters", default=None, type=int, help="Fine-tune for this many iterations instead.")
-@click.option(
-    "--finetune-minutes",
-    default=None,
-    type=float,
-    help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out first.",
-)
-@click.option(
-    "--thin-ratio", default=None, type=float, help="The thin head's own ratio (C_mid and PS groups) [default: --ratio]."
-)
-@click.option(
-    "--fc-ratio",
-    default=0.0,
-    show_default=True,
-    help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).",
-)
+@click.option("--finetune-iters", default=None, type=click.IntRange(min=0),
+              help="Fine-tune for this many iterations instead (0 skips it).")  # fmt: skip
+@click.option("--finetune-minutes", default=None, type=POSITIVE,
+              help="Wall-clock budget for fine-tuning; the LR schedule ends on whichever budget runs out "
+                   "first.")  # fmt: skip
+@click.option("--thin-ratio", default=None, type=FRACTION,
+              help="The thin head's own ratio (C_mid and PS groups) [default: --ratio].")  # fmt: skip
+@click.option("--fc-ratio", default=0.0, show_default=True, type=FRACTION,
+              help="Fraction of the fc-2048's hidden units removed (cls/box inputs follow).")  # fmt: skip
 @click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
               help="Fine-tuning augmentation, as for train (aerial: flips, quarter turns, colour).")  # fmt: skip
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
 @click.option("--reconstruct/--no-reconstruct", default=True, show_default=True,
               help="Prune the head by least-squares reconstruction on training batches: C_mid by a rank-r "
                    "factorisation, PS groups and fc units chosen and refitted (He et al. 2017).")  # fmt: skip
-@click.option("--calib-batches", default=32, show_default=True, help="Training batches the reconstruction uses.")
+@click.option("--calib-batches", default=32, show_default=True, type=COUNT,
+              help="Training batches the reconstruction uses.")  # fmt: skip
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
-@click.option("--round-to", default=8, show_default=True, help="Kept channel counts are multiples of this (0: any).")
+@click.option("--round-to", default=8, show_default=True, type=click.IntRange(0, 4096),
+              help="Kept channel counts are multiples of this (0: any).")  # fmt: skip
 @click.option("--backbone/--no-backbone", default=True, show_default=True, help="Prune backbone channels.")
 @click.option("--thin-head/--no-thin-head", default=True, show_default=True, help="Prune C_mid and PS groups.")
-@click.option("--lr", default=5e-4, show_default=True, help="Fine-tuning AdamW learning rate.")
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--threads", default=None, type=int, help="torch threads [default: all cores].")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True, type=POSITIVE, help="Fine-tuning AdamW learning rate.")
+@click.option("--batch-size", default=4, show_default=True, type=COUNT)
+@click.option("--threads", default=None, type=THREADS, help="torch threads [default: all cores].")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", required=True, help="Where the pruned model.pt goes.")
 def prune(
     model: str, ratio: float, train_json: str, val_json: str | None, finetune_epochs: int | None,
@@ -390,7 +399,8 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 @click.argument("model")
 @click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 per variant.")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts for latency.")
-@click.option("--runs", default=20, show_default=True, help="Timed runs per latency figure.")
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed runs per latency figure.")  # fmt: skip
 @click.option("--out", default=None, help="Folder for report.md/json/png [default: the bundle, or beside model.pt].")
 @click.option(
     "--isa",

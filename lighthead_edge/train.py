@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from lighthead_edge.config import ModelConfig, TrainConfig
 from lighthead_edge.data.coco import CocoDetection, collate
-from lighthead_edge.errors import CheckpointError, DataError
+from lighthead_edge.errors import CheckpointError, ConfigError, DataError
 from lighthead_edge.evaluate import coco_map, format_metrics, predict_dataset
 from lighthead_edge.modeling.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector, freeze_batchnorm
@@ -146,6 +146,8 @@ def train(
     torch.manual_seed(cfg.seed)
     base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
     train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg, init_classes)
+    if val_set is not None:
+        val_set.decode_all()  # read every epoch: a bad image fails now, not after the first epoch's training
     model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)
     _prepare_model(model, cfg)
     run = _Run(model, train_set, val_set, cfg, Path(out), extra_loss, progress_bar, log)
@@ -190,6 +192,7 @@ class _Run:
             self.optimizer, cfg, self.total_iters, self._time_used if self.budget_s else None
         )
         self.state = _RunState()
+        self.saved = False  # whether ``out`` holds a model of this run
         self.carried_meta: dict[str, Any] = {}
         self.record: dict[str, Any] | None = None  # training_record(), written into every checkpoint
 
@@ -198,6 +201,7 @@ class _Run:
 
     def restore(self) -> None:
         self.state = _restore(last_path(self.out), self.model, self.optimizer, self.scheduler)
+        self.saved = self.out.is_file()  # the best of the run's earlier part: replaced only by a better one
         self.log(f"resumed from {last_path(self.out)} at epoch {self.state.epoch}, iteration {self.state.iteration}")
 
     def loop(self) -> TrainResult:
@@ -207,16 +211,23 @@ class _Run:
             length = f"{length} or {self.cfg.max_minutes:g} min, whichever ends first"
         self.log(f"training {m.backbone}-{m.head_size} on {len(self.train_set)} images, {length}, "
                  f"classes {self.train_set.class_names}")  # fmt: skip
+        if state.epoch >= self.epochs or state.iteration >= self.total_iters:
+            raise ConfigError(f"nothing to train: {last_path(self.out)} is at iteration {state.iteration} of "
+                              f"{self.total_iters}; {self.out} is left as it was (raise --epochs or --iters)")
         self.start = time.perf_counter() - state.seconds
         deadline = self.start + self.budget_s if self.budget_s else float("inf")
-        while state.epoch < self.epochs and state.iteration < self.total_iters:
-            _train_epoch(self.model, self.loader, self.optimizer, self.scheduler, state, self.total_iters,
-                         self.extra_loss, self.progress_bar, self.cfg.freeze_bn, deadline)  # fmt: skip
-            state.epoch += 1
-            if time.perf_counter() >= deadline:
-                self.log(f"time budget of {self.cfg.max_minutes} min spent at iteration {state.iteration}; stopping")
-                self.epochs = state.epoch
-            self._end_epoch()
+        try:
+            while state.epoch < self.epochs and state.iteration < self.total_iters:
+                _train_epoch(self.model, self.loader, self.optimizer, self.scheduler, state, self.total_iters,
+                             self.extra_loss, self.progress_bar, self.cfg.freeze_bn, deadline)  # fmt: skip
+                state.epoch += 1
+                if time.perf_counter() >= deadline:
+                    self.log(f"time budget of {self.cfg.max_minutes} min spent at iteration {state.iteration}; "
+                             "stopping")  # fmt: skip
+                    self.epochs = state.epoch
+                self._end_epoch()
+        except DataError as exc:  # an image that became unreadable mid-run: keep the work done, then report
+            raise DataError(f"{exc}; {self._save_unfinished()}") from None
         return TrainResult(self.out, state.best_metrics, state.history, time.perf_counter() - self.start)
 
     def _end_epoch(self) -> None:
@@ -228,12 +239,14 @@ class _Run:
         state.history.append({"epoch": state.epoch, "iteration": state.iteration, "loss": state.last_loss,
                               **(metrics or {})})  # fmt: skip
         improved = self.val_set is None or (metrics is not None and metrics["AP"] > state.best_ap)
+        improved = improved or (final and not self.saved)  # AP never measurable (-1): the last model is kept
         if improved:
             state.best_ap = metrics["AP"] if metrics else state.best_ap
             state.best_metrics = metrics or {}
             meta = {"val": state.best_metrics, "epoch": state.epoch, "train_data": str(self.train_set.coco_path),
                     "history": state.history}  # fmt: skip
             save_checkpoint(self.out, self.model, classes, meta={**self.carried_meta, **meta}, train=self.record)
+            self.saved = True
         train_state = state.to_dict(self.optimizer, self.scheduler)
         save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train=self.record,
                         train_state=train_state)  # fmt: skip
@@ -244,6 +257,21 @@ class _Run:
             of = f"~{by_time} by time" if by_time < self.epochs else of  # e.g. prune --finetune-minutes alone
         self.log(f"epoch {state.epoch}/{of}  it {state.iteration}  loss {state.last_loss:.3f}  {shown}"
                  + ("  * best" if improved else ""))  # fmt: skip
+
+
+    def _save_unfinished(self) -> str:
+        """After a failure mid-run: the model as it is goes to ``<out>.last.pt`` (resumable) and, if this run has
+        not written ``out`` yet, to ``out`` -> what was saved, for the error message."""
+        classes, state = self.train_set.class_names, self.state
+        state.seconds = time.perf_counter() - self.start
+        last = save_checkpoint(last_path(self.out), self.model, classes, meta=self.carried_meta, train=self.record,
+                               train_state=state.to_dict(self.optimizer, self.scheduler))  # fmt: skip
+        if not self.saved:
+            meta = {"val": {}, "epoch": state.epoch, "train_data": str(self.train_set.coco_path),
+                    "history": state.history}  # fmt: skip
+            save_checkpoint(self.out, self.model, classes, meta={**self.carried_meta, **meta}, train=self.record)
+            return f"the model trained so far ({state.iteration} iterations) was saved to {self.out} and {last}"
+        return f"the best model stays in {self.out}; the state at iteration {state.iteration} was saved to {last}"
 
 
 @dataclass

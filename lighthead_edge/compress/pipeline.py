@@ -196,9 +196,14 @@ def prune_checkpoint(
     progress_bar: bool = True,
     log: Log | None = None,
 ) -> PruneRun:
-    """``prune_and_finetune`` the model of ``checkpoint`` and save the pruned checkpoint to ``out``."""
-    from lighthead_edge.modeling.checkpoint import load_checkpoint, save_checkpoint
+    """``prune_and_finetune`` the model of ``checkpoint`` and save the pruned checkpoint to ``out`` (checked first:
+    a writable file path that is none of the inputs, nor is its fine-tuning's resumable state)."""
+    from lighthead_edge.modeling.checkpoint import check_output, load_checkpoint, save_checkpoint
+    from lighthead_edge.train import last_path
 
+    inputs = {"MODEL": checkpoint, "--data": train_json, "--val": val_json}
+    check_output(out, inputs)
+    check_output(last_path(Path(out)), inputs, "--out's resumable state")
     model, classes, payload = load_checkpoint(checkpoint)
     run = prune_and_finetune(
         model, classes, train_json=train_json, val_json=val_json, settings=settings, train_config=train_config,

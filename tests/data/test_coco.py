@@ -113,10 +113,19 @@ def test_missing_image_files_are_counted(dataset_dir):
 
 
 def test_undecodable_image_names_the_file(dataset_dir):
-    (dataset_dir / "imgs" / "a.png").write_bytes(b"\x89PNG garbage")
+    (dataset_dir / "imgs" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # a PNG signature, then junk
     ds = CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))
     with pytest.raises(DataError, match=r"a\.png can't be decoded"):
         ds[0]
+    with pytest.raises(DataError, match=r"a\.png can't be decoded"):
+        ds.decode_all()
+
+
+@pytest.mark.parametrize(("data", "match"), [(b"", r"a\.png is empty"), (b"\x89PNG garbage", "no known format")])
+def test_empty_or_foreign_image_refused_when_loaded(dataset_dir, data, match):
+    (dataset_dir / "imgs" / "a.png").write_bytes(data)
+    with pytest.raises(DataError, match=match):
+        CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))
 
 
 def test_labels_classes_and_targets(dataset_dir):
