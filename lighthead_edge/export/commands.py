@@ -42,7 +42,7 @@ def export_cmd(
     def log(message: str) -> None:
         click.echo(message, err=True)
 
-    log(f"loading {checkpoint}")
-    model, class_names, _ = load_checkpoint(checkpoint)
+    model, class_names, _ = load_checkpoint(checkpoint)  # a bad checkpoint is the only line on stderr
+    log(f"loaded {checkpoint}: {model.config.backbone}-{model.config.head_size}, classes {class_names}")
     bundle = export_bundle(model, class_names, out, settings, source=checkpoint, log=log)
     remember_bundle(bundle)  # `lighthead-edge run` without --model now runs this bundle
