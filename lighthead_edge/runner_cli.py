@@ -12,6 +12,22 @@ POSITIVE = Finite(0.0, min_open=True)
 THREADS, NIREQ, SCORE = click.IntRange(1, 1024), click.IntRange(1, 64), Finite(0.0, 1.0)
 
 
+class RawSize(click.ParamType):
+    """``WxH``, each side 1..16384: a malformed size is a bad option value (exit 2), checked as the option is parsed;
+    a good size that the stream then doesn't match is the source's error (exit 6)."""
+
+    name = "WxH"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from lighthead_edge.runtime.sources import SourceError, parse_raw_size
+
+        try:
+            width, height = parse_raw_size(str(value))
+        except SourceError as exc:
+            self.fail(str(exc).removeprefix("--stdin-raw "), param, ctx)
+        return f"{width}x{height}"
+
+
 @click.command("run")
 @click.option("--model", default=None, help="Bundle folder [default: $LIGHTHEAD_EDGE_BUNDLE, else the one made last].")
 @click.option("--camera", default=None, type=INDEX, help="Camera index (V4L2 / OpenCV).")
@@ -23,7 +39,7 @@ THREADS, NIREQ, SCORE = click.IntRange(1, 1024), click.IntRange(1, 64), Finite(0
 @click.option("--loop", is_flag=True, help="Video: start again at the end.")
 @click.option("--url", default=None, help="Stream URL: rtsp://, http(s):// (e.g. MJPEG), file://.")
 @click.option("--images", default=None, type=click.Path(file_okay=False), help="Folder of images, in name order.")
-@click.option("--stdin-raw", "stdin_raw", default=None, metavar="WxH",
+@click.option("--stdin-raw", "stdin_raw", default=None, type=RawSize(), metavar="WxH",
               help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink).")  # fmt: skip
 @click.option("--reconnect", is_flag=True, help="Camera/URL: reopen a dropped stream with exponential backoff.")
 @click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default="openvino", show_default=True)
