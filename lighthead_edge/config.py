@@ -9,12 +9,40 @@ test RoIs and 800x1333 inputs are for GPUs); they are settings.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lighthead_edge.errors import ConfigError
 
 HEAD_SIZES = {"S": 64, "L": 256}  # C_mid of the large separable convolution
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_float(v: Any) -> bool:  # a finite real number (an int is a fine float)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_tuple_of(check: Callable[[Any], bool], n: int | None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, tuple) and (n is None or len(v) == n) and all(check(x) for x in v)
+
+
+# ModelConfig's field annotations (strings, with ``from __future__ import annotations``) -> a check and its words
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "int": _is_int, "float": _is_float, "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+    "tuple[int, int]": _is_tuple_of(_is_int, 2), "tuple[float, float, float]": _is_tuple_of(_is_float, 3),
+    "tuple[float, ...]": _is_tuple_of(_is_float, None),
+}  # fmt: skip
+_FIELD_TYPES = {
+    "int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",
+    "tuple[int, int]": "2 integers", "tuple[float, float, float]": "3 finite numbers",
+    "tuple[float, ...]": "a list of finite numbers",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,8 +79,19 @@ class ModelConfig:
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # lists (from JSON) become tuples; every value gets its field's type
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, value := tuple(value))
+            if not _FIELD_CHECKS[f.type](value):
+                raise ConfigError(f"{f.name} must be {_FIELD_TYPES[f.type]}, got {value!r}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not self.backbone:
+            raise ConfigError("backbone must be named, got ''")
         if self.head_size not in HEAD_SIZES:
             raise ConfigError(f"head_size must be one of {sorted(HEAD_SIZES)}, got {self.head_size!r}")
         h, w = self.input_size
@@ -60,6 +99,20 @@ class ModelConfig:
             raise ConfigError(f"input_size must be multiples of 16 and at least 64, got {self.input_size}")
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+        positive = ("pixel_std", "anchor_scales", "anchor_ratios")
+        for name in positive:
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive numbers, got {getattr(self, name)}")
+        counts = ("rpn_channels", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
+                  "rpn_post_nms_top_n_test", "kernel_size", "alpha", "pool_size", "fc_dim", "detections_per_img")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("rpn_nms_thresh", "score_thresh", "nms_thresh"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.rpn_min_size < 0:
+            raise ConfigError(f"rpn_min_size must be >= 0, got {self.rpn_min_size}")
 
     @property
     def stride(self) -> int:
@@ -83,12 +136,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"the model settings must be a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown model settings {unknown}; the checkpoint is from another version")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**fixed)
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("config", "classes", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{path} is missing {key!r}; it was not written by lighthead-edge")
+    _check_parts(path, payload)
     return payload
+
+
+def _check_parts(path: Path, payload: dict[str, Any]) -> None:
+    """The parts' types: what every reader of a payload may take for granted (one-line ``CheckpointError``)."""
+    damaged = f"{path} is damaged:"
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"{damaged} its 'config' is a {type(payload['config']).__name__}, not a dict")
+    classes = payload["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise CheckpointError(f"{damaged} its 'classes' must be a list of non-empty names, got {classes!r}"[:300])
+    state = payload["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{damaged} its 'state_dict' is a {type(state).__name__}, not a dict of tensors")
+    bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointError(f"{damaged} its state_dict entry {bad!r} is a {type(state[bad]).__name__}, not a tensor")
+    for key in ("meta", "train"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise CheckpointError(f"{damaged} its {key!r} is a {type(payload[key]).__name__}, not a dict")
+    val = (payload.get("meta") or {}).get("val")
+    if val is not None and not (isinstance(val, dict) and all(isinstance(v, (int, float)) for v in val.values())):
+        raise CheckpointError(f"{damaged} its meta 'val' must map metric names to numbers, got {val!r}"[:300])
 
 
 def load_checkpoint(path: str | Path) -> tuple[LightHeadRCNN, list[str], dict[str, Any]]:
@@ -109,9 +132,12 @@ def load_checkpoint(path: str | Path) -> tuple[LightHeadRCNN, list[str], dict[st
     payload = read_checkpoint(path)
     try:
         config = ModelConfig.from_dict(payload["config"])
+        model = build_detector(config)
     except (LightheadError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model config: {exc}") from None
-    model = build_detector(config)
+    if len(payload["classes"]) != config.num_classes:
+        raise CheckpointError(f"{path} is damaged: {len(payload['classes'])} class names for a "
+                              f"{config.num_classes}-class model")  # fmt: skip
     if is_pruned(payload):  # pruned widths live only in the state dict; rebuild those layers to fit it
         conform_to_state_dict(model, payload["state_dict"])
     own, given = model.state_dict(), payload["state_dict"]

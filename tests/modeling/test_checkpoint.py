@@ -31,6 +31,63 @@ def test_wrong_class_count_is_refused(tmp_path, tiny_detector):
 
 
 @pytest.mark.parametrize(
+    "part,value,match",
+    [
+        ("classes", None, r"its 'classes' must be a list of non-empty names, got None"),
+        ("classes", ["circle", "square", "", "star"], r"list of non-empty names"),
+        ("classes", ["circle", 2, "triangle", "star"], r"list of non-empty names"),
+        ("classes", CLASSES[:3], r"3 class names for a 4-class model"),
+        ("config", [], r"its 'config' is a list, not a dict"),
+        ("state_dict", [], r"its 'state_dict' is a list"),
+        ("meta", ["a"], r"its 'meta' is a list, not a dict"),
+        ("meta", {"val": {"AP": "high"}}, r"meta 'val' must map metric names to numbers"),
+        ("train", "yes", r"its 'train' is a str, not a dict"),
+    ],
+)
+def test_damaged_parts_are_refused(tmp_path, tiny_detector, part, value, match):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES)
+    payload = torch.load(path, weights_only=True)
+    payload[part] = value
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+def test_a_weight_that_is_not_a_tensor_is_refused(tmp_path, tiny_detector):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES)
+    payload = torch.load(path, weights_only=True)
+    key = next(iter(payload["state_dict"]))
+    payload["state_dict"][key] = "not a tensor"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=rf"state_dict entry '{key}' is a str, not a tensor"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "setting,value,match",
+    [
+        ("backbone", "", r"bad model config: backbone must be named"),
+        ("backbone", None, r"bad model config: backbone must be a string, got None"),
+        ("backbone", "nope", r"bad model config: .*nope"),
+        ("pixel_std", [0.0, 0.0, 0.0], r"pixel_std must be positive numbers"),
+        ("score_thresh", "x", r"score_thresh must be a finite number, got 'x'"),
+        ("score_thresh", 2.0, r"score_thresh must be in \[0, 1\]"),
+        ("rpn_nms_thresh", float("nan"), r"rpn_nms_thresh must be a finite number"),
+        ("num_classes", True, r"num_classes must be an integer"),
+        ("input_size", [128.5, 128], r"input_size must be 2 integers"),
+        ("anchor_scales", [], r"anchor_scales must be positive numbers"),
+    ],
+)
+def test_impossible_config_is_refused(tmp_path, tiny_detector, setting, value, match):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_detector, CLASSES)
+    payload = torch.load(path, weights_only=True)
+    payload["config"][setting] = value
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
     "content,match",
     [
         (b"hello, I am text", "not a readable lighthead-edge checkpoint"),
