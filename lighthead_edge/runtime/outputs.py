@@ -10,7 +10,9 @@ a frame; on a full disk the file is cut back to its last complete line::
 
 Nothing the user had is lost: the video is written to a hidden ``.NAME.PID.partial.EXT`` beside ``--save`` and moved
 over it only once it plays (otherwise removed, :class:`OutputError`); the JSONL is opened (truncated) only after the
-runner has opened the source and loaded the bundle; :func:`write_atomic` replaces a file in one rename.
+runner has opened the source and loaded the bundle; :func:`write_atomic` replaces a file in one rename. A path that
+exists but is no regular file (a device such as ``/dev/full`` or ``/dev/stdout``, a FIFO) is never replaced by a
+rename: JSON is written into it in place, a video refused (:func:`special_kind`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import glob
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,12 +44,30 @@ class OutputClosed(Exception):
     """The reader of an output went away (e.g. ``--jsonl - | head``): the run ends quietly."""
 
 
-def check_writable(path: str | Path, option: str) -> None:
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` (its symlinks followed) is when it exists but is no regular file, e.g. "a character device";
+    None for a regular file or nothing there. Such a path is never replaced by a rename."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "no regular file")
+
+
+def check_writable(path: str | Path, option: str, *, file_only: bool = False) -> None:
     """Raise :class:`OutputError` now, creating nothing, when ``path`` can't be written: a folder, a read-only file,
-    or no writable folder above it (checked before the model loads, so a typo fails at once)."""
+    no writable folder above it, or with ``file_only`` (a video, which needs a file it can seek in) anything but a
+    regular file (checked before the model loads, so a typo fails at once)."""
     path = Path(path).absolute()
-    if path.is_dir():
-        raise OutputError(f"can't write {option} {path}: it is a folder")
+    kind = special_kind(path)
+    if kind == "a folder" or (kind and file_only):
+        raise OutputError(f"can't write {option} {path}: it is {kind}" + (", not a file" if file_only else ""))
     ancestor = next(p for p in path.parents if p.exists())
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"can't write {option} {path}: {ancestor} is not a writable folder")
@@ -80,8 +101,16 @@ def remove_leftovers(path: Path) -> None:
 
 
 def write_atomic(path: str | Path, text: str, option: str) -> None:
-    """Write ``text`` to ``path`` through a partial file and one rename: the old file stays whole until then."""
+    """Write ``text`` to ``path`` through a partial file and one rename: the old file stays whole until then. A path
+    that is no regular file (:func:`special_kind`: ``/dev/full``, ``/dev/stdout``, a FIFO) is written in place."""
     path = Path(path)
+    if special_kind(path) is not None:
+        try:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            raise OutputError(f"can't write {option} {path}: {exc.strerror}") from None
+        return
     tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +228,7 @@ class VideoSink:
         self.size: tuple[int, int] | None = None  # (w, h)
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
+        check_writable(self.path, "--save", file_only=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

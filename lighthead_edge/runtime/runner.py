@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,10 @@ def _pointer_file() -> Path:
 def remember_bundle(path: str | Path) -> None:
     """Make ``path`` the bundle that ``lighthead-edge run`` uses without ``--model`` (written atomically; an
     unwritable cache folder only costs the convenience, so it is ignored)."""
-    pointer = _pointer_file()
-    try:
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
-        tmp.write_text(str(Path(path).resolve()) + "\n", encoding="utf-8")
-        os.replace(tmp, pointer)
-    except OSError:
-        pass
+    from lighthead_edge.runtime.outputs import OutputError, write_atomic
+
+    with suppress(OutputError):
+        write_atomic(_pointer_file(), str(Path(path).resolve()) + "\n", "the last-bundle pointer")
 
 
 def last_bundle() -> Path | None:
@@ -227,7 +223,7 @@ def check_paths(settings: RunSettings, bundle: Path) -> None:
             raise ConfigError(f"{option} {path} is {clash}; an input is never an output: write it elsewhere")
         taken.update(dict.fromkeys(keys, f"also the {option} output"))
     for option, path in outputs:
-        check_writable(path, option)
+        check_writable(path, option, file_only=option == "--save")  # a video needs a file (seeks, one rename)
 
 
 # ----------------------------------------------------------------------------------------------------------- run
@@ -339,7 +335,7 @@ def run_video(
         finally:
             pipeline.close()
     summary = pipeline.summary(settings=_describe(settings, bundle, detector, pipeline))
-    log(summary.format())
-    if settings.summary_json:
+    if settings.summary_json:  # before the summary is logged: a failure (e.g. /dev/full) is the one line after start
         write_atomic(settings.summary_json, json.dumps(summary.to_dict(), indent=2), "--summary-json")
+    log(summary.format())
     return summary

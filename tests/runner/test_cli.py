@@ -72,7 +72,7 @@ def test_missing_camera_one_line_error_within_two_seconds(run_cli, tiny_bundle: 
     [
         (["--video", "missing.mp4"], 6, "not found"),
         (["--video", "x.mp4", "--camera", "0"], 2, "exactly one source"),
-        (["--stdin-raw", "64by48"], 6, "WIDTHxHEIGHT"),
+        (["--stdin-raw", "64by48"], 2, "WIDTHxHEIGHT"),
         (["--images", "."], 6, "no images"),
     ],
 )

@@ -9,6 +9,9 @@ sha256 of every file that was there before is unchanged (and that nothing was le
   corrupt bundle, an undecodable video, an empty image folder and an unknown device.
 - A full disk: ``--jsonl /dev/full`` and a JSONL on a small tmpfs exit 7 naming the path with complete lines only; an
   MP4/AVI that doesn't fit is removed (the old file at that path kept) and exits 7.
+- A path that is no regular file (``/dev/full``, a FIFO) is never replaced by a rename: ``--summary-json`` and
+  ``--jsonl`` write into it (``/dev/full``: exit 7 naming it), ``--save`` refuses it before anything opens.
+- ``--stdin-raw`` with a malformed or huge ``WxH`` is a usage error (exit 2), a good size with no stream exit 6.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +173,48 @@ def test_jsonl_on_dev_full_exits_7_naming_the_path(cli, bundle: Path, work: Path
     assert snapshot(work) == before
 
 
+def dev_full_rdev() -> int:
+    """/dev/full's device number, after checking that it is still the character device (1, 7)."""
+    st = os.lstat("/dev/full")
+    assert stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 7), "/dev/full replaced"
+    return st.st_rdev
+
+
+def test_summary_on_dev_full_exits_7_and_keeps_the_device(cli, bundle: Path, work: Path) -> None:
+    before, dev = snapshot(work), sorted(os.listdir("/dev"))
+    code, _, err = cli("run", "--model", bundle, "--video", work / "clip.mp4", "--summary-json", "/dev/full", *RUN)
+    line = error_after_start(err)
+    assert code == 7 and "--summary-json /dev/full" in line and "No space left on device" in line, line
+    dev_full_rdev()
+    assert sorted(os.listdir("/dev")) == dev and snapshot(work) == before  # no partial file left in /dev
+
+
+def test_save_on_a_device_or_fifo_is_refused_before_anything_opens(cli, bundle: Path, work: Path) -> None:
+    os.mkfifo(work / "pipe.mp4")
+    for target, kind in (("/dev/full", "a character device"), (work / "pipe.mp4", "a FIFO")):
+        code, _, err = cli("run", "--model", bundle, "--video", work / "clip.mp4", "--save", target, *RUN)
+        line = one_error(code, err)
+        assert code == 7 and f"--save {target}: it is {kind}, not a file" in line, line
+    dev_full_rdev()
+    assert stat.S_ISFIFO(os.lstat(work / "pipe.mp4").st_mode)
+
+
+def test_summary_and_jsonl_are_written_into_a_fifo(cli, bundle: Path, work: Path) -> None:
+    """A FIFO (e.g. ``--summary-json >(jq .)``) gets the text and stays a FIFO; a rename would have replaced it."""
+    got: dict[str, bytes] = {}
+    for name in ("summary", "jsonl"):
+        os.mkfifo(work / name)
+        reader = threading.Thread(target=lambda n=name: got.update({n: (work / n).read_bytes()}), daemon=True)
+        reader.start()
+    code, _, err = cli("run", "--model", bundle, "--images", work / "images", "--summary-json", work / "summary",
+                       "--jsonl", work / "jsonl", *RUN)  # fmt: skip
+    assert code == 0, err
+    for name in ("summary", "jsonl"):
+        assert stat.S_ISFIFO(os.lstat(work / name).st_mode), name
+    assert json.loads(got["summary"])["processed"] == 2
+    assert [json.loads(row)["frame"] for row in got["jsonl"].splitlines()] == [0, 1]
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 200 KiB tmpfs, filled up to its last page. Mounting needs root (as in CI): no mount is a failure."""
@@ -241,6 +289,27 @@ def test_bad_numbers_are_one_line_usage_errors(cli, bundle: Path, work: Path, op
     line = one_error(code, err)
     assert code == 2 and f"'{option}'" in line and "--help" in line, line
     assert snapshot(work) == before and out == ""
+
+
+@pytest.mark.parametrize("value", ["", "0x0", "axb", "99999999x99999999", "16385x1", "-5x10", "10x", "1.5x2",
+                                   "nanxnan", "64by48", "\u0664x4"])  # fmt: skip
+def test_a_bad_stdin_raw_size_is_a_usage_error(cli, bundle: Path, work: Path, value: str) -> None:
+    before = snapshot(work)
+    code, out, err = cli("run", "--model", bundle, "--stdin-raw", value, "--jsonl", work / "old.jsonl", *RUN)
+    line = one_error(code, err)
+    assert code == 2 and "'--stdin-raw'" in line and "--help" in line, line
+    assert snapshot(work) == before and out == ""
+
+
+def test_a_good_stdin_raw_size_without_a_stream_is_a_source_error(cli, bundle: Path, work: Path, monkeypatch) -> None:
+    """Well-formed (16384 is the largest side) but stdin is a terminal: the source's error, exit 6."""
+    tty = type("Terminal", (), {"isatty": lambda self: True})()
+    monkeypatch.setattr(sys, "stdin", tty)
+    before = snapshot(work)
+    code, _, err = cli("run", "--model", bundle, "--stdin-raw", "16384X1", "--jsonl", work / "old.jsonl", *RUN)
+    line = one_error(code, err)
+    assert code == 6 and "stdin is a terminal" in line, line
+    assert snapshot(work) == before
 
 
 def test_every_numeric_option_of_run_has_a_range() -> None:
