@@ -146,6 +146,7 @@ def train(
     torch.manual_seed(cfg.seed)
     base_cfg = init_model.config if init_model is not None else (model_config or ModelConfig())
     train_set, val_set = _datasets(train_json, val_json, base_cfg.input_size, cfg, init_classes)
+    train_set.decode_all()  # every image once (NEON's 77 tiles: ~1 s): a bad one fails before a model is written
     if val_set is not None:
         val_set.decode_all()  # read every epoch: a bad image fails now, not after the first epoch's training
     model = _build_model(base_cfg, cfg, train_set.class_names, pretrained, init_model)

@@ -128,12 +128,16 @@ def quantize_checkpoint(
     log: Log = _stderr,
 ) -> QuantizeRun:  # fmt: skip
     """Export ``checkpoint`` to the bundle ``out`` with INT8 artifacts beside the FP32 ones, and write its report."""
+    from lighthead_edge.data.cocojson import load_coco
     from lighthead_edge.export.bundle import ExportFormat, ExportSettings, atomic_directory, check_target, export_bundle
     from lighthead_edge.modeling.checkpoint import load_checkpoint
 
     s = settings or QuantizeSettings()
     checkpoint, out = Path(checkpoint), Path(out)
     check_target(out, {"CHECKPOINT": checkpoint, "--calib": calib, "--val": s.val_json, "--data": s.train_json})
+    for json_path in (calib, s.val_json, s.train_json):  # a broken COCO json: one line now, not after the export
+        if json_path is not None and Path(json_path).suffix.lower() == ".json":
+            load_coco(json_path)
     formats = [ExportFormat.ONNX if b is Backend.ONNXRUNTIME else ExportFormat.OPENVINO for b in s.backends]
     with atomic_directory(out, log) as tmp:
         model, class_names, payload = load_checkpoint(checkpoint)

@@ -111,8 +111,8 @@ class CocoDetection(Dataset):
         return self.image_root / self._file_names[index]
 
     def decode_all(self) -> None:
-        """Decode every image once (``DataError`` naming the first that fails): a small set read many times (a val
-        set, validated each epoch) is checked whole before a long run, not after it."""
+        """Decode every image once (``DataError`` naming the first that fails): a training or val set, read many
+        times, is checked whole before a long run (and before any model is written), not in the middle of it."""
         for index in range(len(self)):
             try:
                 read_image(self.image_path(index))

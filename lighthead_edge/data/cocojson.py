@@ -11,6 +11,7 @@ Labels are contiguous: ``1..C`` in the order of the categories sorted by id (``0
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,15 @@ from typing import Any
 
 from lighthead_edge.errors import ConfigError, DataError
 
+MAX_COORD = 1e6  # pixels: no image is a million pixels wide; a bigger box coordinate is a broken file
+
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> Any:
@@ -37,7 +44,7 @@ def _check_ids(path: Path, kind: str, records: list, text_key: str) -> set[int]:
     """The ids of ``records`` (categories or images), each a dict with an integer ``id`` and a string ``text_key``."""
     ids: set[int] = set()
     for r in records:
-        if not isinstance(r, dict) or not isinstance(r.get("id"), int) or not isinstance(r.get(text_key), str):
+        if not isinstance(r, dict) or not _is_id(r.get("id")) or not isinstance(r.get(text_key), str):
             raise DataError(f"{path} is not a COCO detection file: {kind} {r!r} needs an integer 'id' and a string "
                             f"'{text_key}'")  # fmt: skip
         if r["id"] in ids:
@@ -58,22 +65,44 @@ def _check_records(path: Path, data: dict) -> None:
         raise DataError(f"{path} lists no categories; add at least one {{'id': 1, 'name': ...}}")
     cat_ids = _check_ids(path, "category", data["categories"], "name")
     image_ids = _check_ids(path, "image", data["images"], "file_name")
+    ann_ids: set[int] = set()
     for a in data["annotations"]:
-        bbox = a.get("bbox") if isinstance(a, dict) else None
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise DataError(f"{not_coco} annotation {a!r} needs a 'bbox' of 4 numbers [x, y, w, h]")
-        if a.get("image_id") not in image_ids:
-            raise DataError(f"{path}: annotation {a.get('id')} refers to unknown image_id {a.get('image_id')!r}")
-        if a.get("category_id") not in cat_ids:
-            raise DataError(f"{path}: annotation {a.get('id')} refers to unknown category_id {a.get('category_id')!r}")
+        _check_annotation(path, a, image_ids, cat_ids)
+        if a["id"] in ann_ids:
+            raise DataError(f"{path}: annotation id {a['id']} appears twice; annotation ids must be unique")
+        ann_ids.add(a["id"])
+
+
+def _check_annotation(path: Path, a: Any, image_ids: set[int], cat_ids: set[int]) -> None:
+    """One annotation: what training reads (bbox, image, category) and what pycocotools' evaluation of the file as
+    ground truth reads (an integer ``id``, and ``area``/``iscrowd`` where given)."""
+    not_coco = f"{path} is not a COCO detection file:"
+    if not isinstance(a, dict) or not _is_id(a.get("id")):
+        raise DataError(f"{not_coco} annotation {a!r} needs an integer 'id' (unique, as COCO evaluation indexes "
+                        "annotations by it)"[:400])  # fmt: skip
+    bbox = a.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise DataError(f"{not_coco} annotation {a['id']} needs a 'bbox' of 4 finite numbers [x, y, w, h], got "
+                        f"{bbox!r}"[:400])  # fmt: skip
+    if bbox[2] < 0 or bbox[3] < 0 or max(abs(v) for v in bbox) > MAX_COORD:
+        raise DataError(f"{path}: annotation {a['id']} has bbox {bbox}: width and height must be >= 0 and every "
+                        f"value within {MAX_COORD:g} pixels")  # fmt: skip
+    if not _is_id(a.get("image_id")) or a["image_id"] not in image_ids:
+        raise DataError(f"{path}: annotation {a['id']} refers to unknown image_id {a.get('image_id')!r}"[:400])
+    if not _is_id(a.get("category_id")) or a["category_id"] not in cat_ids:
+        raise DataError(f"{path}: annotation {a['id']} refers to unknown category_id {a.get('category_id')!r}"[:400])
+    if "area" in a and not (_is_number(a["area"]) and a["area"] >= 0):
+        raise DataError(f"{path}: annotation {a['id']} has area {a['area']!r}; it must be a number >= 0"[:400])
+    if "iscrowd" in a and a["iscrowd"] not in (0, 1):
+        raise DataError(f"{path}: annotation {a['id']} has iscrowd {a['iscrowd']!r}; it must be 0 or 1"[:400])
 
 
 def load_coco(path: str | os.PathLike) -> dict:
     """Load and validate a COCO detection annotation file; raise ``DataError`` naming the file if it can't be used.
 
     Checks: the file exists and is JSON; it has ``images``, ``annotations`` and ``categories`` lists; at least one
-    image and one category; unique integer ids; every annotation has a numeric ``bbox [x, y, w, h]`` and refers to a
-    known image and category. Image files are not touched.
+    image and one category; unique integer ids (annotations' too); every annotation has a ``bbox [x, y, w, h]`` of
+    finite numbers, no negative size, and refers to a known image and category. Image files are not touched.
     """
     path = Path(path)
     data = _read_json(path)

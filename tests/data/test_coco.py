@@ -54,6 +54,10 @@ def _write(tmp_path: Path, data: object) -> Path:
     return path
 
 
+def _ann(**changes: object) -> dict:
+    return {"id": 5, "image_id": 10, "category_id": 7, "bbox": [1, 2, 3, 4], **changes}
+
+
 def _broken(**changes: object) -> dict:
     data = _coco()
     data.update(changes)
@@ -68,7 +72,22 @@ def _broken(**changes: object) -> dict:
         ({"images": [], "categories": []}, r"ann\.json is not a COCO detection file: it has no 'annotations' list"),
         (_broken(images=[]), r"ann\.json lists no images"),
         (_broken(categories=[]), r"lists no categories"),
-        (_broken(annotations=[{"image_id": 10, "category_id": 7, "bbox": [1, 2, 3]}]), r"'bbox' of 4 numbers"),
+        (_broken(annotations=[{"id": 5, "image_id": 10, "category_id": 7, "bbox": [1, 2, 3]}]), r"'bbox' of 4 finite"),
+        (_broken(annotations=[_ann(bbox=[1, 2, float("nan"), 4])]), r"annotation 5 needs a 'bbox' of 4 finite numbers"),
+        (_broken(annotations=[_ann(bbox=[1, 2, 3, float("inf")])]), r"'bbox' of 4 finite numbers"),
+        (_broken(annotations=[_ann(bbox=[1, 2, 3, -4])]), r"annotation 5 has bbox \[1, 2, 3, -4\]: width and height"),
+        (_broken(annotations=[_ann(bbox=[1e308, 2, 3, 4])]), r"within 1e\+06 pixels"),
+        (_broken(annotations=[_ann(bbox=[1, 2, 3, True])]), r"'bbox' of 4 finite numbers"),
+        (_broken(annotations=[_ann(id=None)]), r"annotation .* needs an integer 'id'"),
+        (_broken(annotations=[{"image_id": 10, "category_id": 7, "bbox": [1, 2, 3, 4]}]), r"needs an integer 'id'"),
+        (_broken(annotations=[_ann(id="5")]), r"needs an integer 'id'"),
+        (_broken(annotations=[_ann(id=True)]), r"needs an integer 'id'"),
+        (_broken(annotations=[_ann(), _ann()]), r"annotation id 5 appears twice"),
+        (_broken(annotations=[_ann(category_id=True)]), r"annotation 5 refers to unknown category_id True"),
+        (_broken(annotations=[_ann(image_id=[10])]), r"annotation 5 refers to unknown image_id \[10\]"),
+        (_broken(annotations=[_ann(area=-1)]), r"annotation 5 has area -1"),
+        (_broken(annotations=[_ann(iscrowd=2)]), r"annotation 5 has iscrowd 2"),
+        (_broken(images=[{"id": True, "file_name": "a"}]), r"needs an integer 'id'"),
         (_broken(annotations=[{"id": 5, "image_id": 99, "category_id": 7, "bbox": [1, 2, 3, 4]}]), "image_id 99"),
         (_broken(annotations=[{"id": 5, "image_id": 10, "category_id": 1, "bbox": [1, 2, 3, 4]}]), "category_id 1"),
         (_broken(images=[{"id": 1}]), r"needs an integer 'id' and a string 'file_name'"),
@@ -164,3 +183,18 @@ def test_collate(dataset_dir):
     ds = CocoDetection(dataset_dir / "ann.json", input_size=(64, 64))
     images, targets = collate([ds[0], ds[1]])
     assert images.shape == (2, 3, 64, 64) and [t["image_id"] for t in targets] == [10, 11]
+
+
+def test_train_decodes_every_training_image_before_writing_a_model(dataset_dir):
+    """A header that looks like PNG over junk passes the cheap load-time check; training decodes the whole set first,
+    so the image is named and no model is written (it used to train on the rest and save)."""
+    from lighthead_edge.config import ModelConfig, TrainConfig
+    from lighthead_edge.train import train
+
+    (dataset_dir / "imgs" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = dataset_dir / "model.pt"
+    with pytest.raises(DataError, match=r"ann\.json: image .*b\.png can't be decoded"):
+        train(train_json=dataset_dir / "ann.json", val_json=None, out=out,
+              model_config=ModelConfig(backbone="tiny", input_size=(64, 64)),
+              train_config=TrainConfig(iters=1, batch_size=1, warmup_iters=0, threads=1))  # fmt: skip
+    assert not list(dataset_dir.glob("model*"))
