@@ -225,7 +225,63 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise BundleError(f"{path} lacks {', '.join(missing)}; it was not written by lighthead-edge export")
     if DIGEST_KEY in manifest and manifest[DIGEST_KEY] != manifest_digest(manifest):
         raise BundleError(f"{path} was modified after export ({DIGEST_KEY} mismatch); re-export the bundle")
+    problem = schema_problem(manifest)
+    if problem:
+        raise BundleError(f"{path}: {problem}; it was not written by lighthead-edge export, re-export the bundle")
     return manifest
+
+
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    return type(value) is int and value >= low and (high is None or value <= high)  # not bool, not 128.0
+
+
+def _is_name(value: Any) -> bool:
+    """A file name inside the bundle: relative, no ``..``, not the bundle itself."""
+    return (isinstance(value, str) and value not in ("", ".") and not value.startswith(("/", "\\"))
+            and ".." not in value.replace("\\", "/").split("/") and Path(value).parts != ())  # fmt: skip
+
+
+def schema_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the types and shapes of a manifest's entries the runtime reads, or None: class names,
+    ``input.shape`` [1, H, W, 3], ``pad_bgr``, the artifacts and the file records."""
+    names = manifest["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        return "class_names is not a list of non-empty names"
+    shape = manifest["input"].get("shape") if isinstance(manifest["input"], dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and shape[3] == 3
+            and all(_is_int(d, 1, 1 << 16) for d in shape)):  # fmt: skip
+        return f"input.shape is {shape!r}, not [1, H, W, 3] with positive H and W"
+    letterbox = manifest["preprocessing"].get("letterbox") if isinstance(manifest["preprocessing"], dict) else None
+    pad = letterbox.get("pad_bgr") if isinstance(letterbox, dict) else None
+    if not (isinstance(pad, list) and len(pad) == 3 and all(_is_int(v, 0, 255) for v in pad)):
+        return f"preprocessing.letterbox.pad_bgr is {pad!r}, not 3 integers in 0..255"
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+        _is_name(k) and isinstance(r, dict) and isinstance(r.get("sha256"), str) and _is_int(r.get("bytes"), 0)
+        for k, r in files.items()
+    ):
+        return "files is not a map of file names inside the bundle to their sha256 and bytes"
+    artifacts = manifest["artifacts"]
+    if not isinstance(artifacts, list) or not artifacts:
+        return "artifacts is not a non-empty list"
+    return next(filter(None, (_artifact_problem(a, files) for a in artifacts)), None)
+
+
+def _artifact_problem(entry: Any, files: dict[str, Any]) -> str | None:
+    if not isinstance(entry, dict):
+        return f"an artifact entry is {entry!r}, not an object"
+    backends, precisions = [b.value for b in Backend], [p.value for p in Precision]
+    if entry.get("backend") not in backends or entry.get("precision") not in precisions:
+        return f"an artifact has backend {entry.get('backend')!r} and precision {entry.get('precision')!r}"
+    key = f"{entry['backend']}/{entry['precision']}"
+    if entry.get("format") != ARTIFACT_FORMATS[Backend(entry["backend"])]:
+        return f"artifact {key} has format {entry.get('format')!r}"
+    names = entry.get("files")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in files for n in names):
+        return f"artifact {key} has files {names!r}, not a list of checksummed files"
+    if entry.get("path") not in names:
+        return f"artifact {key} has path {entry.get('path')!r}, not one of its checksummed files {names}"
+    return None
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
@@ -247,16 +303,11 @@ def is_bundle_manifest(path: str | Path) -> bool:
 
 
 def verify_files(root: Path, manifest: dict[str, Any]) -> None:
-    """Raise :class:`BundleError` unless every listed file exists with its recorded size and sha256."""
-    files: dict[str, dict[str, Any]] = manifest["files"]
-    for artifact in manifest["artifacts"]:
-        for name in artifact.get("files", ()):
-            if name not in files:
-                raise BundleError(f"bundle {root}: {name} has no checksum in {MANIFEST_NAME}; re-export the bundle")
+    """Raise :class:`BundleError` unless every listed file exists with its recorded size and sha256 (``manifest``
+    as :func:`read_manifest` returns it: every artifact file listed, every name inside the bundle)."""
+    files: dict[str, dict[str, Any]] = manifest["files"]  # names inside the bundle: checked by read_manifest
     for name, record in files.items():
         path = root / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"bundle {root}: {MANIFEST_NAME} names a file outside the bundle ({name})")
         if not path.is_file():
             raise BundleError(f"bundle {root} is incomplete: {name} is missing; re-export or re-copy it")
         size = path.stat().st_size

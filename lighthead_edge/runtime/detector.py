@@ -93,6 +93,7 @@ class Detector:
         self.class_names = self.bundle.class_names
         self.input_size = self.bundle.input_size
         _check_input_size(self.bundle, self.artifact, self.engine.input_shape)
+        _check_metadata(self.bundle, self.artifact, self.engine.metadata())
         self._pad_bgr = self.bundle.pad_bgr
 
     @property
@@ -149,3 +150,20 @@ def _check_input_size(bundle: Bundle, artifact: Artifact, graph_shape: tuple[int
     got = "x".join(map(str, graph_shape[1:3])) if len(graph_shape) == 4 else f"shape {list(graph_shape)}"
     raise BundleError(f"bundle {bundle.root}: {artifact.path} takes {got} images but the manifest says {h}x{w}; "
                       "re-export the bundle")  # fmt: skip
+
+
+def _check_metadata(bundle: Bundle, artifact: Artifact, embedded: dict[str, object]) -> None:
+    """Raise :class:`BundleError` unless the class names and input shape of the manifest are the ones the exporter
+    embedded in the artifact (covered by its checksum): a manifest relabelled by hand, its digest recomputed or
+    absent (format 2), would otherwise rename every detection."""
+    embedded_input = embedded.get("input")
+    checks = {
+        "class_names": (bundle.class_names, embedded.get("class_names")),
+        "input.shape": (list(bundle.input_shape), embedded_input.get("shape") if isinstance(embedded_input, dict)
+                        else None),
+    }  # fmt: skip
+    for key, (manifest_value, artifact_value) in checks.items():
+        if manifest_value != artifact_value:
+            raise BundleError(f"bundle {bundle.root}: the manifest's {key} {manifest_value} differs from the one "
+                              f"inside {artifact.path} ({artifact_value}); the manifest was edited: re-export the "
+                              "bundle")  # fmt: skip

@@ -254,3 +254,49 @@ def test_a_format_1_bundle_still_loads(assets, tmp_path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="this runtime reads 'lighthead-edge/bundle/3'"):
         load_bundle(bundle)
+
+
+def _pad_missing(m: dict) -> None:
+    del m["preprocessing"]["letterbox"]["pad_bgr"]
+
+
+def _set(path: str, value):
+    """An edit that sets the entry at ``path`` (keys and list indices, by "/"; a file name may hold dots)."""
+
+    def edit(m: dict) -> None:
+        *parents, last = path.split("/", 1 if path.startswith("files/") else -1)
+        for key in parents:
+            m = m[int(key)] if isinstance(m, list) else m[key]
+        m[int(last) if isinstance(m, list) else last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize("edit, says", [
+    (_pad_missing, "pad_bgr is None"),
+    (_set("preprocessing/letterbox/pad_bgr", None), "pad_bgr is None"),
+    (_set("preprocessing/letterbox/pad_bgr", [104, 116, 256]), "not 3 integers in 0..255"),
+    (_set("input/shape", [1, 128, 128, 3, 1, 1]), "input.shape is [1, 128, 128, 3, 1, 1]"),
+    (_set("input/shape", [1, 128.5, 128, 3]), "not [1, H, W, 3]"),
+    (_set("input/shape", [1, 0, 128, 3]), "not [1, H, W, 3]"),
+    (_set("class_names", []), "class_names is not a list of non-empty names"),
+    (_set("class_names", None), "class_names is not a list"),
+    (_set("class_names", ["circle", "", "triangle", "star"]), "class_names"),
+    (_set("artifacts", []), "artifacts is not a non-empty list"),
+    (_set("artifacts/0/backend", "tensorrt"), "backend 'tensorrt'"),
+    (_set("artifacts/0/files", "model.onnx"), "not a list of checksummed files"),
+    (_set("artifacts/2/path", "sub/../../model_fp16.xml"), "not one of its checksummed files"),
+    (_set("artifacts/0/path", "/model.onnx"), "not one of its checksummed files"),
+    (_set("files//etc/passwd", {"sha256": "0" * 64, "bytes": 1}), "file names inside the bundle"),
+    (_set("files/model.onnx", {"sha256": "0" * 64}), "file names inside the bundle"),
+])  # fmt: skip
+def test_a_manifest_of_the_wrong_shape_is_refused_on_read(assets, tmp_path, edit, says) -> None:
+    """Each edit with the digest recomputed (a tool that rewrote the manifest): read_manifest checks the types and
+    shapes of what the runtime reads, so eval/bench/run fail in one BundleError, not a KeyError or TypeError later."""
+    bundle = Path(shutil.copytree(assets.bundle, tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    write_manifest(bundle, manifest)
+    with pytest.raises(BundleError, match="it was not written by lighthead-edge export") as info:
+        load_bundle(bundle, verify=False)
+    assert says in str(info.value)

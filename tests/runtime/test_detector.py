@@ -210,3 +210,20 @@ def test_submit_calls_back_on_an_engine_thread_with_copies_or_the_error(assets, 
         with pytest.raises(RuntimeError, match="shape"):
             engine.submit(bad, errors.append)
     assert engine.kernel_isas() if backend == "openvino" else engine.kernel_isas() == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_class_names_are_checked_against_the_artifact(assets, backend) -> None:
+    """The manifest's class names must be the ones embedded in the artifact (ONNX metadata_props, IR rt_info): a
+    relabelled manifest whose digest was recomputed, or a format-2 one without a digest, is refused on load."""
+    bundle = load_bundle(assets.bundle)
+    detector = Detector(bundle, backend)
+    assert detector.engine.metadata()["class_names"] == bundle.class_names
+    manifest = copy.deepcopy(bundle.manifest)
+    manifest["class_names"] = bundle.class_names[::-1]
+    with pytest.raises(BundleError) as info:
+        Detector(Bundle(bundle.root, manifest), backend)
+    path = bundle.artifact(backend).path
+    assert str(info.value) == (f"bundle {bundle.root}: the manifest's class_names {bundle.class_names[::-1]} differs "
+                               f"from the one inside {path} ({bundle.class_names}); the manifest was edited: "
+                               "re-export the bundle")  # fmt: skip

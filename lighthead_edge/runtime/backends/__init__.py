@@ -3,6 +3,7 @@ imported only when it is used, so a device needs just the one it runs."""
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -36,7 +37,9 @@ class InferenceBackend(Protocol):
       wrong shape) raises from ``submit`` itself. ``wait_all`` waits for every submitted input;
     - ``input_shape``: the graph's input, (1, H, W, 3) uint8 NHWC (-1 for a dynamic dimension);
     - ``kernel_isas`` / ``check_isa``: what instruction set the kernels use (see :mod:`~lighthead_edge.runtime.isa`);
-      ``{}`` and a no-op where the engine does not tell.
+      ``{}`` and a no-op where the engine does not tell;
+    - ``metadata``: the bundle metadata the exporter embedded in the model file (ONNX ``metadata_props``
+      ``lighthead_edge.<key>``, OpenVINO ``rt_info`` section ``lighthead_edge``), decoded by :func:`decode_metadata`.
     """
 
     jobs: int
@@ -53,6 +56,22 @@ class InferenceBackend(Protocol):
     def kernel_isas(self) -> dict[str, int]: ...
 
     def check_isa(self, isa: str) -> None: ...
+
+    def metadata(self) -> dict[str, object]: ...
+
+
+METADATA_SECTION = "lighthead_edge"  # the exporters' key prefix (ONNX) and rt_info section (OpenVINO)
+
+
+def decode_metadata(values: dict[str, str]) -> dict[str, object]:
+    """``{key: JSON text}`` -> ``{key: value}``; a value that is not JSON becomes None (it matches nothing)."""
+    decoded: dict[str, object] = {}
+    for key, text in values.items():
+        try:
+            decoded[key] = json.loads(text)
+        except (TypeError, ValueError):
+            decoded[key] = None
+    return decoded
 
 
 def make_backend(

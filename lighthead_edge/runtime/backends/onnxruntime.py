@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.runtime.backends import Callback, Hint, Outputs, in_order
+from lighthead_edge.runtime.backends import METADATA_SECTION, Callback, Hint, Outputs, decode_metadata, in_order
 
 
 class OnnxRuntimeBackend:
@@ -91,3 +91,9 @@ class OnnxRuntimeBackend:
 
     def check_isa(self, isa: str) -> None:
         """Nothing to check: onnxruntime has no ISA cap (see :mod:`~lighthead_edge.runtime.isa`)."""
+
+    def metadata(self) -> dict[str, object]:
+        """The ``lighthead_edge.<key>`` entries of the model's ``metadata_props``, decoded."""
+        prefix = METADATA_SECTION + "."
+        custom = self.session.get_modelmeta().custom_metadata_map
+        return decode_metadata({k[len(prefix) :]: v for k, v in custom.items() if k.startswith(prefix)})

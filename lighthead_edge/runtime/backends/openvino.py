@@ -10,7 +10,7 @@ import numpy as np
 import openvino as ov
 
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.runtime.backends import Callback, Hint, Outputs, in_order
+from lighthead_edge.runtime.backends import METADATA_SECTION, Callback, Hint, Outputs, decode_metadata, in_order
 from lighthead_edge.runtime.isa import check_cap, kernel_isas
 
 
@@ -39,7 +39,9 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self._compiled = core.compile_model(str(model_path), device, config)
+            model = core.read_model(str(model_path))
+            self._metadata = _rt_info(model)
+            self._compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             available = core.available_devices
             if device not in available:
@@ -87,6 +89,17 @@ class OpenVINOBackend:
     def check_isa(self, isa: str) -> None:
         """Raise :class:`ConfigError` unless the ``--isa`` cap ``isa`` (set before loading) reached oneDNN's kernels."""
         check_cap(self._compiled, isa)
+
+    def metadata(self) -> dict[str, object]:
+        """The ``lighthead_edge`` section of the IR's ``rt_info``, decoded."""
+        return dict(self._metadata)
+
+
+def _rt_info(model: ov.Model) -> dict[str, object]:
+    if not model.has_rt_info([METADATA_SECTION]):
+        return {}
+    keys = model.get_rt_info([METADATA_SECTION]).astype(dict)
+    return decode_metadata({key: model.get_rt_info([METADATA_SECTION, key]).astype(str) for key in keys})
 
 
 def _outputs(request: ov.InferRequest, names: list[str]) -> Outputs:
