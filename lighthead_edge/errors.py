@@ -35,3 +35,9 @@ class ExportError(LightheadError):
     """An export or bundle that can't be produced or verified."""
 
     exit_code = 5
+
+
+class OutputError(LightheadError):
+    """An output that can't be written: no such folder, no permission, a full disk, a video codec OpenCV lacks."""
+
+    exit_code = 7

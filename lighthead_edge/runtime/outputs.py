@@ -30,14 +30,8 @@ import cv2
 import numpy as np
 
 from lighthead_edge.data.transforms import letterbox
-from lighthead_edge.errors import LightheadError
+from lighthead_edge.errors import OutputError
 from lighthead_edge.runtime.detector import Detections
-
-
-class OutputError(LightheadError):
-    """An output that can't be written: no such folder, no permission, a full disk, a video codec OpenCV lacks."""
-
-    exit_code = 7
 
 
 class OutputClosed(Exception):
