@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -17,6 +19,22 @@ from lighthead_edge.runtime.isa import ISAS
 
 def _echo(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+def number_list(kind: type[int] | type[float], low: float, high: float) -> Callable[..., tuple]:
+    """A click callback: a comma-separated list of ``kind`` numbers, each in ``[low, high]`` -> a tuple (a usage
+    error naming the option for an empty list, an empty item, nan, inf or a number out of range)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
+        try:
+            numbers = tuple(kind(item) for item in value.split(","))
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(math.isfinite(n) and low <= n <= high for n in numbers):
+            raise click.BadParameter(f"{value!r}: give {kind.__name__}s in {low:g}..{high:g}, comma-separated")
+        return numbers
+
+    return parse
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +100,8 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, ove
 @click.option("--head", "head_size", type=click.Choice(["S", "L"]), default="S", show_default=True)
 @click.option("--input-size", default=512, show_default=True, type=click.IntRange(64, 4096),
               help="Square input side (multiple of 16).")  # fmt: skip
-@click.option("--anchor-scales", default="2,4,8,16,32", show_default=True, help="Anchor sizes in units of the stride.")
+@click.option("--anchor-scales", default="2,4,8,16,32", show_default=True, callback=number_list(float, 0.001, 4096),
+              help="Anchor sizes in units of the stride.")  # fmt: skip
 @click.option("--pretrained", default=None, help="Backbone weights file, or 'imagenet' (fetched once, cached).")
 @click.option("--init", "init_checkpoint", default=None, help="Fine-tune from this model.pt.")
 @click.option("--distill-from", "teacher_checkpoint", default=None,
@@ -101,7 +120,8 @@ def data_neon(out: str, wheel: str | None, cache_dir: str | None, tile: int, ove
 @click.option("--resume", is_flag=True, help="Continue from <out>.last.pt.")
 @click.option("--out", required=True, help="Where the best model.pt goes.")
 def train(
-    train_json: str, val_json: str | None, backbone: str, head_size: str, input_size: int, anchor_scales: str,
+    train_json: str, val_json: str | None, backbone: str, head_size: str, input_size: int,
+    anchor_scales: tuple[float, ...],
     pretrained: str | None, init_checkpoint: str | None, teacher_checkpoint: str | None, epochs: int,
     iters: int | None, batch_size: int, optimizer: str, lr: float | None, max_minutes: float | None, augment: str,
     warmup: int, threads: int | None, seed: int, resume: bool, out: str,
@@ -122,12 +142,8 @@ def train(
         epochs=epochs, iters=iters, batch_size=batch_size, optimizer=optimizer, lr=lr, warmup_iters=warmup,
         threads=threads, seed=seed, max_minutes=max_minutes, augment=augment,
     )  # fmt: skip
-    try:
-        scales = tuple(float(v) for v in anchor_scales.split(","))
-    except ValueError:
-        raise ConfigError(f"--anchor-scales must be numbers separated by commas, got {anchor_scales!r}") from None
     mcfg = ModelConfig(backbone=backbone, head_size=head_size, input_size=(input_size, input_size),
-                       anchor_scales=scales)  # fmt: skip
+                       anchor_scales=anchor_scales)  # fmt: skip
     init_model, init_classes, init_meta = None, None, None
     if init_checkpoint:
         init_model, init_classes, payload = load_checkpoint(init_checkpoint)
@@ -184,11 +200,14 @@ def eval_cmd(
     """COCO mAP (pycocotools) of MODEL on a COCO json: a model.pt (torch), or a bundle folder (through the runtime)."""
     from lighthead_edge.evaluate import format_metrics
     from lighthead_edge.modeling.checkpoint import check_output
+    from lighthead_edge.runtime.outputs import special_kind, write_atomic
 
-    det_path = Path(json_out).with_suffix(".detections.json") if json_out else None
+    det_path = None
     if json_out:
         check_output(json_out, {"MODEL": model, "--data": data_json}, "--json")
-        check_output(det_path, {"MODEL": model, "--data": data_json}, "--json's detections file")
+        if special_kind(json_out) is None:  # only beside a regular file: never /dev/full.detections.json
+            det_path = Path(json_out).with_suffix(".detections.json")
+            check_output(det_path, {"MODEL": model, "--data": data_json}, "--json's detections file")
     if Path(model).is_dir():
         from lighthead_edge.evaluate import evaluate_bundle
 
@@ -208,7 +227,7 @@ def eval_cmd(
         label = Path(model).name
     click.echo(f"{label} on {Path(data_json).name}: {format_metrics(metrics)}")
     if json_out:
-        Path(json_out).write_text(json.dumps({"model": model, "data": data_json, "metrics": metrics}, indent=2))
+        write_atomic(json_out, json.dumps({"model": model, "data": data_json, "metrics": metrics}, indent=2), "--json")
 
 
 @cli.command()
@@ -398,7 +417,8 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 @cli.command()
 @click.argument("model")
 @click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 per variant.")
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts for latency.")
+@click.option("--threads", default="1,2", show_default=True, callback=number_list(int, 1, 1024),
+              help="Comma-separated thread counts for latency.")  # fmt: skip
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per latency figure.")  # fmt: skip
 @click.option("--out", default=None, help="Folder for report.md/json/png [default: the bundle, or beside model.pt].")
@@ -409,21 +429,14 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
     show_default=True,
     help="Cap OpenVINO's oneDNN kernels at this ISA, to measure an older CPU (e.g. avx2) on this one.",
 )
-def bench(model: str, val_json: str | None, threads: str, runs: int, out: str | None, isa: str) -> None:
+def bench(model: str, val_json: str | None, threads: tuple[int, ...], runs: int, out: str | None, isa: str) -> None:
     """Measure every variant of MODEL (a bundle folder, or a model.pt: torch eager FP32) and write a report."""
     from lighthead_edge.compress.bench import bench_model
     from lighthead_edge.measure import BenchSettings
     from lighthead_edge.runtime.isa import cap_isa
 
     cap_isa(isa)  # before anything compiles an OpenVINO model in this process
-
-    try:
-        counts = tuple(int(t) for t in threads.split(",") if t.strip())
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--threads wants thread counts like 1,2; got {threads!r}")
-    settings = BenchSettings(threads=counts, runs=runs, val_json=val_json, isa=isa)
+    settings = BenchSettings(threads=threads, runs=runs, val_json=val_json, isa=isa)
     report = bench_model(model, settings, out=out, log=_echo)
     click.echo(f"report: {report}")
 

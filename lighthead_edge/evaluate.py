@@ -97,8 +97,7 @@ def evaluate_model(
 
     dataset = CocoDetection(json_path, input_size=model.config.input_size, train=False)
     results = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
-    if results_path is not None:
-        Path(results_path).write_text(json.dumps(results))
+    write_results(results_path, results)
     return coco_map(json_path, results, dataset.image_ids)
 
 
@@ -137,9 +136,16 @@ def evaluate_bundle(
     desc = f"eval {detector.artifact.key}"
     for im, det in _progress(zip(images, detector.stream(frames), strict=True), progress, desc, total=len(images)):
         results += to_coco_results(im["id"], det.boxes, det.scores, det.labels, label_to_cat_id)
-    if results_path is not None:
-        Path(results_path).write_text(json.dumps(results))
+    write_results(results_path, results)
     return coco_map(json_path, results, [im["id"] for im in images])
+
+
+def write_results(path: str | Path | None, results: list[dict]) -> None:
+    """Write the raw detections to ``path`` (if any) in one rename, or an :class:`OutputError` (exit 7) naming it."""
+    if path is not None:
+        from lighthead_edge.runtime.outputs import write_atomic
+
+        write_atomic(path, json.dumps(results), "the detections file")
 
 
 # ----------------------------------------------------------------------------- scoring bare graphs (accuracy control)

@@ -102,10 +102,13 @@ def bench_frame(bundle, val_json: str | None) -> np.ndarray:
     return letterbox(frame, bundle.input_size, pad_bgr=bundle.pad_bgr)[0][None]
 
 
-def latencies(variants: dict[str, tuple[Any, Any]], settings: BenchSettings) -> dict[str, dict[str, dict]]:
+def latencies(
+    variants: dict[str, tuple[Any, Any]], settings: BenchSettings, log: Log | None = None
+) -> dict[str, dict[str, dict]]:
     """``{name: (bundle, artifact)}`` -> ``{name: {threads: stats}}``, every variant and thread count timed in one
     interleaved schedule, so that variants of different bundles (pruned against unpruned) compare like those of one.
-    Each variant runs on its own bundle's :func:`bench_frame`; each is checked to run under ``settings.isa``."""
+    Each variant runs on its own bundle's :func:`bench_frame`; each is checked to run under ``settings.isa``.
+    ``log`` hears what is timed once every variant has loaded (a bundle refused on load logs nothing)."""
     from lighthead_edge.runtime.detector import Detector
 
     fns = {}
@@ -115,6 +118,8 @@ def latencies(variants: dict[str, tuple[Any, Any]], settings: BenchSettings) -> 
             detector = Detector(bundle, artifact.backend, threads=threads, precision=artifact.precision)
             detector.engine.check_isa(settings.isa)
             fns[f"{name}@{threads}"] = lambda d=detector, x=image: d.infer(x)
+    if log is not None:
+        log(f"timing {', '.join(variants)} at {settings.threads} thread(s), interleaved")
     measured = interleaved_timings(fns, settings.runs, settings.warmup, settings.rounds)
     out: dict[str, dict[str, dict]] = {}
     for key, stats in measured.items():

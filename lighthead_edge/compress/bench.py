@@ -9,17 +9,22 @@ measures the eager model, for the torch baseline.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lighthead_edge.errors import ConfigError, DataError, OutputError
 from lighthead_edge.measure import BenchSettings, bench_frame, coco_metrics, eager_latency, latencies
 
 
-def bundle_latencies(bundle, artifacts: Sequence, settings: BenchSettings) -> dict[str, dict[str, dict]]:
+def bundle_latencies(
+    bundle, artifacts: Sequence, settings: BenchSettings, log: Callable[[str], None] | None = None
+) -> dict[str, dict[str, dict]]:
     """Latency of every artifact at every thread count, all timed interleaved -> ``{key: {threads: stats}}``."""
-    return latencies({artifact.key: (bundle, artifact) for artifact in artifacts}, settings)
+    return latencies({artifact.key: (bundle, artifact) for artifact in artifacts}, settings, log)
 
 
 def size_on_disk(root: Path, files: Sequence[str]) -> int:
@@ -75,8 +80,7 @@ def bench_bundle(bundle_path: str | Path, settings: BenchSettings, log: Callable
 
 def measure_bundle(bundle, settings: BenchSettings, log: Callable[[str], None]) -> dict[str, Any]:
     """Every artifact of a loaded bundle: latencies timed interleaved, then throughput, size and AP one by one."""
-    log(f"timing {', '.join(a.key for a in bundle.artifacts)} at {settings.threads} thread(s), interleaved")
-    latency = bundle_latencies(bundle, bundle.artifacts, settings)
+    latency = bundle_latencies(bundle, bundle.artifacts, settings, log)
     results = {}
     for artifact in bundle.artifacts:
         log(f"measuring {artifact.key}")
@@ -92,7 +96,6 @@ def bench_model(
     import tempfile
 
     from lighthead_edge.compress.report import add_ratios, write_report
-    from lighthead_edge.errors import DataError
     from lighthead_edge.export.bundle import ExportSettings, export_bundle
     from lighthead_edge.measure import host_description
     from lighthead_edge.modeling.checkpoint import load_checkpoint
@@ -101,11 +104,13 @@ def bench_model(
     model = Path(model)
     if not model.exists():
         raise DataError(f"{model} not found; give a bundle folder or a model.pt")
+    target = Path(out or (model if model.is_dir() else model.parent))
+    check_report_folder(target, "--out" if out else "the report folder", strict=out is not None)
     threads = str(settings.threads[-1])
     with tempfile.TemporaryDirectory(prefix="lighthead-bench-") as work:
         if model.is_dir():
             results = bench_bundle(model, settings, log)
-            baseline, folder = None, Path(out or model)
+            baseline = None
         else:
             net, class_names, _ = load_checkpoint(model)
             export = ExportSettings(latency_runs=1)
@@ -113,10 +118,48 @@ def bench_model(
             log("measuring torch/fp32")
             results = {"torch/fp32": measure_torch(model, settings, load_bundle(bundle).input_size)}
             results.update(bench_bundle(bundle, settings, log))
-            baseline, folder = "torch/fp32", Path(out or model.parent)
-        folder.mkdir(parents=True, exist_ok=True)
+            baseline = "torch/fp32"
         report = {"model": model.name, "host": host_description(), "threads": threads, "val_data": settings.val_json,
                   "isa": settings.isa,
                   "baseline": baseline or "each backend FP32",
                   "results": add_ratios(results, threads, baseline)}  # fmt: skip
-        return write_report(folder, report)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            return write_report(target, report)
+        except OSError as exc:
+            raise OutputError(f"can't write the report into {target}: {exc.strerror or exc}") from None
+
+
+def check_report_folder(folder: Path, option: str, *, strict: bool) -> None:
+    """Before any measuring: ``folder`` can take report.md/json/png without overwriting a file bench did not write.
+
+    A bundle, a new or empty folder, or a folder holding only an earlier bench report qualify; without ``strict``
+    (the default folder beside a model.pt) other files may be there too, but no report of someone else's.
+    Else a one-line :class:`ConfigError` naming the folder.
+    """
+    from lighthead_edge.runtime.bundle import MANIFEST_NAME, REPORT_FILES, is_bundle_manifest
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder} is a file; give a folder for report.md/json/png")
+    ancestor = next(p for p in folder.absolute().parents if p.exists())
+    if not folder.exists() and not ancestor.is_dir():
+        raise ConfigError(f"{option} {folder}: {ancestor} is a file, not a folder")
+    if not os.access(folder if folder.exists() else ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {folder}: permission denied; give a folder you can write to")
+    if not folder.exists() or is_bundle_manifest(folder / MANIFEST_NAME):
+        return
+    names = {p.name for p in folder.iterdir()}
+    if names & set(REPORT_FILES) and not _our_report(folder / "report.json"):
+        raise ConfigError(f"{option} {folder} holds a report bench did not write; refusing to overwrite it: give a "
+                          "bundle folder or a new or empty one")  # fmt: skip
+    if strict and names - set(REPORT_FILES):
+        raise ConfigError(f"{option} {folder} holds other files; give a bundle folder or a new or empty one")
+
+
+def _our_report(path: Path) -> bool:
+    """Whether ``path`` is a report.json that bench (or quantize) wrote: an object with its host and results."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"host", "results"} <= report.keys()

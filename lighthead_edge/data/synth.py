@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from lighthead_edge.data.cocojson import claim_dataset_folder
-from lighthead_edge.errors import DataError
+from lighthead_edge.errors import ConfigError, DataError, OutputError
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
 MIN_OBJECT_PX = 16  # smallest box side worth labelling at stride 16
@@ -340,7 +340,7 @@ def _write_split(out_dir: Path, split: str, count: int, *, size: tuple[int, int]
         scene = render_scene(index, split=split, seed=seed, size=size)
         file_name = f"images/{split}_{index:06d}.jpg"
         if not cv2.imwrite(str(out_dir / file_name), scene.image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
-            raise DataError(f"could not write {out_dir / file_name}; check that the folder is writable and not full")
+            raise OutputError(f"could not write {out_dir / file_name}; check that the folder is writable and not full")
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]})
         for box, label, mask in zip(scene.boxes, scene.labels, scene.masks, strict=True):
@@ -390,12 +390,18 @@ def generate_dataset(
     if seed < 0:
         raise DataError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir)
+    ancestor = next(p for p in out.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {out}: {ancestor} is a file, not a folder")
     claim_dataset_folder(out, DESCRIPTION, ("train.json", "val.json"))
-    (out / "images").mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, count in (("train", num_train), ("val", num_val)):
-        coco = _write_split(out, split, count, size=(int(size[0]), int(size[1])), seed=seed, progress=progress)
-        paths[split] = str(out / f"{split}.json")
-        with open(paths[split], "w", encoding="utf-8") as f:
-            json.dump(coco, f)
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        for split, count in (("train", num_train), ("val", num_val)):
+            coco = _write_split(out, split, count, size=(int(size[0]), int(size[1])), seed=seed, progress=progress)
+            paths[split] = str(out / f"{split}.json")
+            with open(paths[split], "w", encoding="utf-8") as f:
+                json.dump(coco, f)
+    except OSError as exc:
+        raise OutputError(f"can't write --out {out}: {exc.strerror or exc}") from None
     return {"train": paths["train"], "val": paths["val"], "classes": list(CLASSES)}

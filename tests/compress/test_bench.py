@@ -7,10 +7,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from exported import ExportedAssets
 
 from lighthead_edge.cli import cli
+from lighthead_edge.compress.bench import check_report_folder
 from lighthead_edge.errors import ConfigError, DataError
 from lighthead_edge.measure import latencies
 
@@ -50,9 +52,38 @@ def test_cli_bench_bad_input_is_one_line(cli, tmp_path: Path):
         code == DataError.exit_code
         and err.strip() == f"error: {tmp_path / 'nope'} not found; give a bundle folder or a model.pt"
     )
-    for threads in ("0", "one,two"):
+    for threads in ("0", "one,two", "1,,2", "99999999999999999", "nan"):
         code, _, err = cli("bench", CHECKPOINT, "--threads", threads)
-        assert code == ConfigError.exit_code and err.strip().startswith("error: --threads wants thread counts")
+        assert code == ConfigError.exit_code and err.strip().startswith(
+            f"error: Invalid value for '--threads': {threads!r}: give ints in 1..1024, comma-separated")
+
+
+def test_bench_refuses_a_report_folder_before_measuring(assets: ExportedAssets, cli, tmp_path: Path):
+    """--out that is a file, under a file, or a user's folder (their own report.md) is refused at once, in one line,
+    and nothing in it changes; a bundle, a new or empty folder, or one holding only our earlier report is taken."""
+    user = tmp_path / "site"
+    user.mkdir()
+    (user / "report.md").write_text("# my own report\n")
+    (tmp_path / "file.txt").write_text("mine\n")
+    for out, says in ((user, "holds a report bench did not write"), (tmp_path / "file.txt", "is a file"),
+                      (tmp_path / "file.txt" / "sub", "file.txt is a file, not a folder")):  # fmt: skip
+        code, _, err = cli("bench", assets.bundle, "--runs", "1", "--threads", "1", "--out", out)
+        assert code == ConfigError.exit_code and len(err.strip().splitlines()) == 1 and says in err, err
+    assert (user / "report.md").read_text() == "# my own report\n" and sorted(p.name for p in user.iterdir()) == [
+        "report.md"]  # fmt: skip
+    check_report_folder(assets.bundle, "--out", strict=True)  # a bundle (its reports are in its manifest)
+    check_report_folder(tmp_path / "new", "--out", strict=True)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "report.json").write_text(json.dumps({"host": "x", "results": {}}))
+    (ours / "report.md").write_text("# lighthead-edge report\n")
+    check_report_folder(ours, "--out", strict=True)
+    (ours / "notes.txt").write_text("mine\n")
+    with pytest.raises(ConfigError, match="holds other files"):
+        check_report_folder(ours, "--out", strict=True)
+    check_report_folder(ours, "the report folder", strict=False)  # beside a model.pt: other files are fine
+    with pytest.raises(ConfigError, match="did not write"):
+        check_report_folder(user, "the report folder", strict=False)
 
 
 def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tmp_path: Path, capsys):
