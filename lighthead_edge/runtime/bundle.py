@@ -16,11 +16,14 @@ A bundle is the exported artifacts of one model plus ``manifest.json``. ``lighth
 ``manifest.json`` lists the sha256 and size of every other file (``files``), and its own digest
 (``manifest_sha256``, :func:`manifest_digest`: the sha256 of its canonical JSON without that key); :func:`load_bundle`
 checks them all before anything is loaded, so a tampered, truncated or half-copied bundle, or a manifest edited by
-hand (a class name, the input size), is refused with a :class:`BundleError` that says which file is wrong. The model
-metadata (class names, input, pre- and postprocessing) is also inside every artifact (ONNX ``metadata_props``,
-OpenVINO ``rt_info``), covered by the artifact's checksum. The model's input size is stored once, as ``input.shape``
-([1, H, W, 3], the shape of the graph's input); the :class:`~lighthead_edge.runtime.detector.Detector` checks it
-against the loaded graph.
+hand (a class name, the input size), is refused with a :class:`BundleError` that says which file is wrong; so is a
+manifest whose entries have the wrong type or shape (:func:`schema_problem`), or whose artifact path is not one of
+its checksummed files. The model metadata (class names, input, pre- and postprocessing) is also inside every artifact
+(ONNX ``metadata_props``, OpenVINO ``rt_info``), covered by the artifact's checksum: the
+:class:`~lighthead_edge.runtime.detector.Detector` compares the manifest's class names and input shape with it, so a
+manifest relabelled with its digest recomputed (or a format-2 one, which has none) is refused too. The model's input
+size is stored once, as ``input.shape`` ([1, H, W, 3], the shape of the graph's input), also checked against the
+loaded graph.
 """
 
 from __future__ import annotations
