@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import click
@@ -178,17 +179,42 @@ def test_out_under_a_file(cli, work):
                    work["root"])  # fmt: skip
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_out_in_an_unwritable_folder(cli, work):
+@pytest.fixture
+def unwritable_folder(work):
+    """A folder nobody may write to: mode 555, or for root (whom modes don't stop; CI runs as root) a read-only
+    tmpfs. A mount that fails is a failed test, not a skipped one."""
     locked = work["root"] / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        before = snapshot(work["root"])
-        result = cli("train", "--data", work["train"], *TRAIN, "--out", locked / "m.pt")
-        assert_refused(result, 2, "permission denied", before, work["root"])
-    finally:
+    if os.geteuid() != 0:
+        locked.chmod(0o555)
+        yield locked
         locked.chmod(0o755)
+        return
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)], capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, f"can't mount a read-only tmpfs as root: {proc.stderr.strip()}"
+    try:
+        yield locked
+    finally:
+        subprocess.run(["umount", str(locked)], check=True)
+
+
+def test_out_in_an_unwritable_folder(cli, work, unwritable_folder):
+    before = snapshot(work["root"])
+    result = cli("train", "--data", work["train"], *TRAIN, "--out", unwritable_folder / "m.pt")
+    assert_refused(result, 2, "permission denied", before, work["root"])
+
+
+def test_out_that_is_no_regular_file(cli, work):
+    """The atomic rename would replace a device or a FIFO (/dev/full, as root) with a regular file: refused up front.
+    A FIFO in the test's folder stands for both, so that a regression can't replace the machine's /dev/full."""
+    target = work["root"] / "fifo"
+    os.mkfifo(target)
+    kind = target.stat().st_mode
+    before = snapshot(work["root"])
+    result = cli("train", "--data", work["train"], *TRAIN, "--out", target)
+    assert_refused(result, 2, "is not a regular file", before, work["root"])
+    assert target.stat().st_mode == kind  # still the device / the FIFO
 
 
 @pytest.mark.parametrize("option", ["--data", "--init", "--distill-from", "--out's resumable state"])

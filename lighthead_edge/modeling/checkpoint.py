@@ -65,6 +65,8 @@ def check_output(path: str | Path, inputs: Mapping[str, str | Path | None], opti
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give the path of the file to write")
+    if path.exists() and not path.is_file():  # a device or a FIFO: the atomic rename would replace it (as root)
+        raise ConfigError(f"{option} {path} is not a regular file (a device or a pipe); give the path of a file")
     for name, given in inputs.items():
         if given is not None and _same_file(path, Path(given)):
             raise ConfigError(f"{option} {path} is also {name}; an input is never an output: write it elsewhere")
@@ -72,7 +74,7 @@ def check_output(path: str | Path, inputs: Mapping[str, str | Path | None], opti
     if not ancestor.is_dir():
         raise ConfigError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{option} {path}: permission denied; write it to a folder you can write to")
+        raise ConfigError(f"{option} {path}: permission denied or a read-only file system; write it elsewhere")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
