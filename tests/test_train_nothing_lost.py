@@ -272,3 +272,25 @@ def test_synth_replaces_its_own_set(cli, work):
     assert code == 0, err
     assert len(json.loads(work["train"].read_text())["images"]) == 2
     assert (set_dir / "notes.txt").read_text() == "kept"
+
+
+def test_a_checkpoint_save_on_a_full_disk_is_an_output_error(tmp_path):
+    """A full disk while saving: exit 7 naming the path, the old file intact, no temporary left (a 64 KiB tmpfs; as
+    root, which CI is; a mount that fails is a failed test)."""
+    from lighthead_edge.errors import OutputError
+    from lighthead_edge.modeling.checkpoint import atomic_torch_save
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, f"can't mount a small tmpfs (needs root): {proc.stderr.strip()}"
+    try:
+        target = disk / "model.pt"
+        target.write_bytes(b"the user's old checkpoint")
+        with pytest.raises(OutputError, match=f"can't write {target}: No space left on device") as info:
+            atomic_torch_save({"w": torch.zeros(100_000)}, target)
+        assert info.value.exit_code == 7
+        assert target.read_bytes() == b"the user's old checkpoint" and sorted(os.listdir(disk)) == ["model.pt"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lighthead_edge.config import ModelConfig
-from lighthead_edge.errors import CheckpointError, ConfigError, LightheadError
+from lighthead_edge.errors import CheckpointError, ConfigError, LightheadError, OutputError
 from lighthead_edge.modeling.detector import LightHeadRCNN, build_detector
 from lighthead_edge.modeling.pruned import conform_to_state_dict, is_pruned
 
@@ -78,15 +78,23 @@ def check_output(path: str | Path, inputs: Mapping[str, str | Path | None], opti
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """``torch.save`` to a temporary name beside ``path``, then a rename: ``path`` is the old file or the new one. A
+    failed write (a full disk) is an ``OutputError`` naming ``path``, with nothing half-written left."""
+    tmp = None
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:  # through Python's file: ENOSPC comes back as OSError, not a C++ enforce
+            torch.save(obj, f)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except (OSError, RuntimeError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__context__  # torch's writer re-raises a failed write
+        if not isinstance(cause, OSError):
+            raise
+        raise OutputError(f"can't write {path}: {cause.strerror or cause}") from None
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
