@@ -204,7 +204,7 @@ def eval_cmd(
 
     det_path = None
     if json_out:
-        check_output(json_out, {"MODEL": model, "--data": data_json}, "--json")
+        check_output(json_out, {"MODEL": model, "--data": data_json}, "--json", devices=True)  # written into a device
         if special_kind(json_out) is None:  # only beside a regular file: never /dev/full.detections.json
             det_path = Path(json_out).with_suffix(".detections.json")
             check_output(det_path, {"MODEL": model, "--data": data_json}, "--json's detections file")

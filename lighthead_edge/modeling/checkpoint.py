@@ -58,14 +58,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(path: str | Path, inputs: Mapping[str, str | Path | None], option: str = "--out") -> None:
+def check_output(
+    path: str | Path, inputs: Mapping[str, str | Path | None], option: str = "--out", *, devices: bool = False
+) -> None:
     """Before any work: ``path`` (a checkpoint or report to write) is not a folder, has a writable folder above it,
     and is none of ``inputs`` (``{"--data": path, ...}``: an input is never an output). Else a one-line
     ``ConfigError``."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give the path of the file to write")
-    if path.exists() and not path.is_file():  # a device or a FIFO: the atomic rename would replace it (as root)
+    if not devices and path.exists() and not path.is_file():  # a device or FIFO: a rename would replace it (as root)
         raise ConfigError(f"{option} {path} is not a regular file (a device or a pipe); give the path of a file")
     for name, given in inputs.items():
         if given is not None and _same_file(path, Path(given)):
