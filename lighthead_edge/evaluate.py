@@ -31,8 +31,16 @@ def coco_map(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from lighthead_edge.data.cocojson import load_coco
+
+    data = load_coco(gt_json)  # validated; COCOeval also needs each box's area and iscrowd, optional in COCO files
+    for a in data["annotations"]:
+        a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+        a.setdefault("iscrowd", 0)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
         ids = sorted(image_ids) if image_ids is not None else sorted(gt.getImgIds())
         if not results:
             return {name: (0.0 if name.startswith(("AP", "AR")) else -1.0) for name in METRIC_NAMES}

@@ -294,3 +294,18 @@ def test_a_checkpoint_save_on_a_full_disk_is_an_output_error(tmp_path):
         assert target.read_bytes() == b"the user's old checkpoint" and sorted(os.listdir(disk)) == ["model.pt"]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_ground_truth_without_area_or_iscrowd_is_evaluated(tmp_path):
+    """Both fields are optional in COCO files but COCOeval reads them: filled in (w * h, 0), not a KeyError."""
+    from lighthead_edge.evaluate import coco_map
+
+    info = generate_dataset(tmp_path / "d", 1, 2, size=(96, 96), seed=0, progress=False)
+    data = json.loads(Path(info["val"]).read_text())
+    for a in data["annotations"]:
+        a.pop("area", None), a.pop("iscrowd", None)
+    bare = tmp_path / "d" / "bare.json"
+    bare.write_text(json.dumps(data))
+    truth = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+             for a in data["annotations"]]  # fmt: skip
+    assert coco_map(bare, truth)["AP"] == pytest.approx(1.0)
