@@ -63,6 +63,7 @@ from lighthead_edge.runtime.bundle import (
     sha256_file,
     write_manifest,
 )
+from lighthead_edge.runtime.outputs import process_alive
 
 if TYPE_CHECKING:
     from lighthead_edge.modeling.detector import LightHeadRCNN
@@ -196,16 +197,6 @@ def _umask() -> int:
     return mask
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process
-    return True
-
-
 def remove_leftovers(target: Path) -> None:
     """Clean up after writes to ``target`` whose process is gone (a SIGKILLed export): ``.NAME.PID.*.partial``
     folders are removed; a ``.NAME.PID.*.old`` one (the previous bundle, moved aside just before the swap) is moved
@@ -213,7 +204,7 @@ def remove_leftovers(target: Path) -> None:
     for kind in ("old", "partial"):  # an old bundle first: put back before anything else is touched
         for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.{kind}")):
             mine = re.fullmatch(rf"\.{re.escape(target.name)}\.(\d+)\.\w+\.{kind}", path.name)  # mkdtemp's name
-            if not mine or not path.is_dir() or path.is_symlink() or _alive(int(mine[1])):
+            if not mine or not path.is_dir() or path.is_symlink() or process_alive(int(mine[1])):
                 continue
             if kind == "old" and not target.exists():
                 os.replace(path, target)

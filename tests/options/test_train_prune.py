@@ -129,7 +129,7 @@ TRAIN = {
                       and s.run.model.rpn.head.cls_logits.out_channels == 6),
     "pretrained": (["--pretrained", "{weights}"],
                    lambda s, f: torch.equal(s.run.model.backbone.state_dict()["features.0.0.weight"],
-                                            torch.load(f["weights"])["features.0.0.weight"])
+                                            torch.load(f["weights"], weights_only=True)["features.0.0.weight"])
                    and not any(p.requires_grad for p in s.run.model.backbone.features[:2].parameters())),
     "init_checkpoint": (["--init", "{model}"],
                         lambda s, f: torch.equal(s.run.model.roi_heads.head.fc.weight, _weights_of(f["model"]))),
