@@ -64,6 +64,7 @@ class QuantizeSettings:
         ort_ranges: ONNX Runtime activation ranges (:class:`OrtRanges`); it sets ``ort.moving_average``.
         keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
             e.g. ``roi_heads/head/fc/`` for the fc-2048.
+        frame_size: ``(height, width)``: a frame-in bundle (``--frame-size``; see ``ExportSettings.frame_size``).
         ort, ov: the backends' quantizer settings.
     """
 
@@ -78,6 +79,7 @@ class QuantizeSettings:
     bench: BenchSettings = field(default_factory=BenchSettings)
     ort_ranges: OrtRanges = OrtRanges.AUTO
     keep_float: tuple[str, ...] = ()
+    frame_size: tuple[int, int] | None = None
     ort: OrtQuantSettings = field(default_factory=OrtQuantSettings)
     ov: OvQuantSettings = field(default_factory=OvQuantSettings)
 
@@ -143,7 +145,8 @@ def quantize_checkpoint(
         model, class_names, payload = load_checkpoint(checkpoint)
         if s.prune_ratio:
             model = _prune(model, class_names, payload, checkpoint, s, log)
-        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
+        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads),
+                                frame_size=s.frame_size)  # fmt: skip
         export_bundle(model, class_names, tmp, export, source=checkpoint, log=log)
         bundle = load_bundle(tmp)
         calib_set = calibration_set_for_bundle(calib, bundle, size=s.calib_size, selection=s.selection)

@@ -47,6 +47,14 @@ def check_image_file(path: str | Path) -> None:
         raise DataError(f"image {path} is not an image OpenCV can decode (its header is no known format)")
 
 
+def letterbox_geometry(frame_hw: tuple[int, int], size: tuple[int, int]) -> tuple[float, tuple[int, int]]:
+    """``(scale, (new_h, new_w))`` of :func:`letterbox` for a ``frame_hw`` frame into ``size`` (H, W): the one formula,
+    also used by the export graph's in-graph letterbox (:class:`lighthead_edge.export.graph.FrameLetterbox`)."""
+    (h, w), (out_h, out_w) = frame_hw, size
+    scale = min(out_h / h, out_w / w)
+    return scale, (min(out_h, max(1, round(h * scale))), min(out_w, max(1, round(w * scale))))
+
+
 def letterbox(
     image_bgr: np.ndarray, size: tuple[int, int], *, pad_bgr: tuple[int, int, int] = PAD_BGR
 ) -> tuple[np.ndarray, float]:
@@ -65,9 +73,7 @@ def letterbox(
         raise DataError(f"expected a uint8 [H, W, 3] BGR image, got {image_bgr.dtype} {list(image_bgr.shape)}")
     out_h, out_w = int(size[0]), int(size[1])
     h, w = image_bgr.shape[:2]
-    scale = min(out_h / h, out_w / w)
-    new_h = min(out_h, max(1, round(h * scale)))
-    new_w = min(out_w, max(1, round(w * scale)))
+    scale, (new_h, new_w) = letterbox_geometry((h, w), (out_h, out_w))
     if (new_h, new_w) != (h, w):
         image_bgr = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     out = np.empty((out_h, out_w, 3), dtype=np.uint8)

@@ -11,8 +11,9 @@ and reader are in :mod:`lighthead_edge.runtime.bundle`)::
 
     format, created, producer {lighthead_edge, torch, onnx, openvino}
     class_names [C], labels (how labels map to names)
-    input {name, shape [1, H, W, 3], dtype uint8, layout NHWC, channel_order BGR}   (the one record of the size)
-    preprocessing {letterbox {scale, resize, placement, pad, pad_bgr}, in_graph [...], mean_rgb, std_rgb}
+    input {name, shape [1, H, W, 3], dtype uint8, layout NHWC, channel_order BGR}   (what the graph takes)
+    preprocessing {letterbox {size [H, W], in_graph, scale, resize, placement, pad, pad_bgr}, in_graph [...],
+                   mean_rgb, std_rgb}   (letterbox.in_graph: input.shape is the camera's frame, see below)
     outputs {boxes, scores, labels, num_detections: {shape, dtype, meaning}}
     postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rpn {...}}
     model {architecture, backbone, head_size, config {ModelConfig without input_size}}
@@ -20,6 +21,11 @@ and reader are in :mod:`lighthead_edge.runtime.bundle`)::
     artifacts [{backend, precision, format, path, files [...], ps_roi_align_method, opset?}]
     files {relative path: {sha256, bytes}}   (every artifact file, and the report files quantize/bench add)
     measurements {threads, latency_runs, host, val_data?, val_images?, results {"backend/precision": {...}}}
+
+A frame-in bundle (``export --frame-size WxH``) takes the camera's frames as they are: ``input.shape`` is
+[1, h, w, 3] of the frame, ``preprocessing.letterbox.in_graph`` is true, the letterbox to ``letterbox.size`` happens
+in the graph and ``boxes`` come out in frame pixels. The runtime feeds such a frame straight in; a frame of another
+size is letterboxed on the host to the graph's input first (as for any bundle), and its boxes mapped back.
 
 Everything above ``artifacts`` is also stored in the ONNX ``metadata_props`` (``lighthead_edge.<key>``, JSON values)
 and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
@@ -43,6 +49,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lighthead_edge.cli_types import MAX_FRAME_SIDE
 from lighthead_edge.data.transforms import PAD_BGR
 from lighthead_edge.errors import ConfigError, ExportError
 from lighthead_edge.measure import export_measurements, summary_line
@@ -97,6 +104,8 @@ class ExportSettings:
         val_json: a COCO json to measure AP on, for torch and every artifact (optional).
         latency_runs: timed runs per artifact (median and best are recorded).
         threads: inference threads for the measurements [default: the engine's].
+        frame_size: ``(height, width)`` of the camera's frames: the graph takes them as they are and letterboxes
+            them itself (``--frame-size WxH``); None: it takes images letterboxed to the model's input size.
     """
 
     formats: tuple[ExportFormat, ...] = (ExportFormat.ONNX, ExportFormat.OPENVINO)
@@ -105,9 +114,12 @@ class ExportSettings:
     val_json: str | None = None
     latency_runs: int = 10
     threads: int | None = None
+    frame_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", tuple(ExportFormat(f) for f in self.formats))
+        if self.frame_size is not None and not all(1 <= int(v) <= MAX_FRAME_SIDE for v in self.frame_size):
+            raise ConfigError(f"frame_size sides must be 1..{MAX_FRAME_SIDE}, got {self.frame_size}")
         if not self.formats:
             raise ConfigError("export needs at least one format: onnx, openvino")
         chosen = self.method.values() if isinstance(self.method, Mapping) else [self.method]
@@ -267,21 +279,23 @@ def _swap_in(new: Path, target: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ manifest
-def model_metadata(model, class_names: list[str], source: Path | None) -> dict[str, Any]:
+def model_metadata(
+    model, class_names: list[str], source: Path | None, frame_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """What a runtime needs to feed the graph and read its outputs: stored in the manifest and in every artifact.
 
     ``source`` is the checkpoint the model was loaded from (its name and sha256 are recorded), or None for a model
-    that exists only in memory.
+    that exists only in memory. ``frame_size`` (h, w): a frame-in graph, whose input is the frame.
     """
     c = model.config
-    h, w = c.input_size
+    h, w = frame_size or c.input_size
     return {
         "format": BUNDLE_FORMAT,
         "class_names": list(class_names),
         "labels": "1..C, label i is class_names[i - 1]; 0 only in unused output rows",
         "input": input_record(h, w),
-        "preprocessing": _preprocessing(c),
-        "outputs": _outputs(c.detections_per_img),
+        "preprocessing": _preprocessing(c, in_graph=frame_size is not None),
+        "outputs": _outputs(c.detections_per_img, frame=frame_size is not None),
         "postprocessing": _postprocessing(c),
         "model": {
             "architecture": "light-head-rcnn",
@@ -293,27 +307,31 @@ def model_metadata(model, class_names: list[str], source: Path | None) -> dict[s
     }
 
 
-def _preprocessing(c) -> dict[str, Any]:
+def _preprocessing(c, *, in_graph: bool) -> dict[str, Any]:
     letterbox_spec = {
+        "size": list(c.input_size),  # (H, W) of the model's own input
+        "in_graph": in_graph,  # true: the graph takes camera frames of input.shape and letterboxes them itself
         "scale": "min(H / h, W / w)",
         "resize": "cv2.resize, INTER_LINEAR, to round(h * scale) x round(w * scale)",
         "placement": "top-left",
         "pad": "bottom and right",
         "pad_bgr": list(PAD_BGR),
     }
+    steps = ["cast to float32", "BGR -> RGB", "NHWC -> NCHW", "(x - mean_rgb) / std_rgb"]
+    if in_graph:
+        steps[2:2] = ["letterbox to size (bilinear, half-pixel centres, rounded), boxes mapped back to the frame"]
     return {
         "letterbox": letterbox_spec,
-        "in_graph": ["cast to float32", "BGR -> RGB", "NHWC -> NCHW", "(x - mean_rgb) / std_rgb"],
+        "in_graph": steps,
         "mean_rgb": list(c.pixel_mean),
         "std_rgb": list(c.pixel_std),
     }
 
 
-def _outputs(d: int) -> dict[str, Any]:
-    boxes = (
-        "xyxy in input pixels (divide by the letterbox scale for the original image); row i < num_detections is a "
-        f"detection, the other {d} - num_detections rows are zeros"
-    )
+def _outputs(d: int, *, frame: bool) -> dict[str, Any]:
+    where = ("xyxy in frame pixels, clipped to the frame" if frame else
+             "xyxy in input pixels (divide by the letterbox scale for the original image)")  # fmt: skip
+    boxes = f"{where}; row i < num_detections is a detection, the other {d} - num_detections rows are zeros"
     return {
         "boxes": {"shape": [1, d, 4], "dtype": "float32", "meaning": boxes},
         "scores": {"shape": [1, d], "dtype": "float32", "meaning": "class probability, decreasing"},
@@ -362,7 +380,7 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
         keep = backend is Backend.ONNXRUNTIME
         path = root / (artifact_files(backend, Precision.FP32)[0] if keep else f".{method}.onnx")
         log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
-        graph = build_export_model(model, method=method, engine=backend.value)
+        graph = build_export_model(model, method=method, engine=backend.value, frame_size=settings.frame_size)
         export_onnx(graph, path, opset=settings.opset, metadata=meta)
         onnx_files[backend] = path
     entries = []
@@ -409,7 +427,7 @@ def export_bundle(
     if len(class_names) != model.config.num_classes:
         raise ExportError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
     check_target(out, {"CHECKPOINT": source, "--val": settings.val_json})
-    meta = model_metadata(model, list(class_names), source)
+    meta = model_metadata(model, list(class_names), source, settings.frame_size)
     with atomic_directory(out, log) as tmp:
         artifacts = write_artifacts(model, tmp, settings, meta, log)
         producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from lighthead_edge.cli_types import FRAME_SIZE
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
@@ -18,11 +20,14 @@ import click
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(17, 20), help="ONNX opset (17 to 20).")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="Threads for the latency measurement [default: engine's].")  # fmt: skip
+@click.option("--frame-size", default=None, type=FRAME_SIZE,
+              help="Camera frame size: the graph takes these frames as they are, letterboxes them itself and gives "
+                   "boxes in frame pixels (e.g. 1280x720).")  # fmt: skip
 @click.option("--runs", "latency_runs", default=10, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per artifact.")  # fmt: skip
 def export_cmd(
     checkpoint: str, out: str, formats: str, val_json: str | None, method: str, opset: int, threads: int | None,
-    latency_runs: int,
+    latency_runs: int, frame_size: tuple[int, int] | None,
 ) -> None:  # fmt: skip
     """Export CHECKPOINT (a model.pt) to a bundle: ONNX and/or OpenVINO artifacts plus manifest.json.
 
@@ -35,7 +40,7 @@ def export_cmd(
 
     settings = ExportSettings(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
-        threads=threads,
+        threads=threads, frame_size=frame_size,
     )  # fmt: skip
     check_target(Path(out), {"CHECKPOINT": checkpoint, "--val": val_json})  # before the model loads: fails at once
 

@@ -4,9 +4,11 @@
 (its :class:`PSRoIAlign` swapped for :class:`PSRoIAlignExport` by module type) and computes the same detections as
 the eager model, with every step in the graph:
 
-``images`` uint8 [1, H, W, 3] BGR -> cast, NHWC->NCHW, BGR->RGB and ``(x - mean) / std`` -> backbone -> RPN head ->
-top-k, anchor decoding, clipping, min-size filter, proposal NMS -> ``post_nms_top_n`` RoI slots -> thin map ->
-PS-RoIAlign -> fc-2048 -> softmax, box decoding, clipping, per-class NMS -> top ``detections_per_img``.
+``images`` uint8 [1, H, W, 3] BGR (or a camera frame of any fixed size, letterboxed in the graph by
+:class:`FrameLetterbox`: ``export --frame-size``) -> cast, NHWC->NCHW, BGR->RGB and ``(x - mean) / std`` ->
+backbone -> RPN head -> top-k, anchor decoding, clipping, min-size filter, proposal NMS -> ``post_nms_top_n`` RoI
+slots -> thin map -> PS-RoIAlign -> fc-2048 -> softmax, box decoding, clipping, per-class NMS ->
+top ``detections_per_img``.
 
 Two exact rewrites of the copy make the graph cheaper than a literal transcription, in FP32 and more so in INT8:
 the channel swap and normalisation are folded into the backbone's first conv (:func:`fold_normalization`), and the
@@ -14,7 +16,7 @@ thin map's channels are reordered bin-major so PS-RoIAlign needs no Transpose of
 
 Outputs, all with static shapes (D = ``detections_per_img``):
 
-- ``boxes`` float32 [1, D, 4]: xyxy in input (letterboxed) pixels;
+- ``boxes`` float32 [1, D, 4]: xyxy in input (letterboxed) pixels, or in frame pixels for a frame-in graph;
 - ``scores`` float32 [1, D]: by decreasing score;
 - ``labels`` int64 [1, D]: 1..C, ``class_names[label - 1]``;
 - ``num_detections`` int64 [1]: the first ``num_detections`` rows are detections, the rest are zeros (label 0).
@@ -46,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lighthead_edge.data.transforms import PAD_BGR, letterbox_geometry
 from lighthead_edge.export.swap import swap_modules
 from lighthead_edge.modeling.detector import RCNN_BOX_WEIGHTS, LightHeadRCNN
 from lighthead_edge.modeling.rpn import RPNSettings, make_anchors
@@ -68,9 +71,10 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
 # submodule names of the float-only parts; the legacy exporter prefixes their nodes' names with them
 PREPROCESS_SCOPE = "preprocess"
+LETTERBOX_SCOPE = "frame_letterbox"
 PROPOSALS_SCOPE = "rpn_proposals"
 POSTPROCESS_SCOPE = "detection_postprocess"
-FLOAT_SCOPES = (PROPOSALS_SCOPE, POSTPROCESS_SCOPE, COORDS_SCOPE, WEIGHTED_SUM_SCOPE)
+FLOAT_SCOPES = (LETTERBOX_SCOPE, PROPOSALS_SCOPE, POSTPROCESS_SCOPE, COORDS_SCOPE, WEIGHTED_SUM_SCOPE)
 # regex over ONNX / OpenVINO node names (an nncf.IgnoredScope pattern) matching every float-only node
 FLOAT_NODE_PATTERN = rf"(.*/)?({'|'.join(FLOAT_SCOPES)})/.*"
 
@@ -146,8 +150,11 @@ class Preprocess(nn.Module):
         self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        rgb = images.to(torch.float32).permute(0, 3, 1, 2).flip(1)
-        return (rgb - self.mean) / self.std
+        return self.planar(images.to(torch.float32).permute(0, 3, 1, 2))
+
+    def planar(self, bgr: Tensor) -> Tensor:
+        """Tensor[1, 3, H, W] float BGR 0..255 (a :class:`FrameLetterbox`'s output) -> the backbone's input."""
+        return (bgr.flip(1) - self.mean) / self.std
 
 
 class FoldedPreprocess(nn.Module):
@@ -172,12 +179,52 @@ class FoldedPreprocess(nn.Module):
         self.register_buffer("cols", bgr_mean.expand(1, 3, h + 2 * ph, pw).contiguous())
 
     def forward(self, images: Tensor) -> Tensor:
-        x = images.to(torch.float32).permute(0, 3, 1, 2)
+        return self.planar(images.to(torch.float32).permute(0, 3, 1, 2))
+
+    def planar(self, x: Tensor) -> Tensor:
+        """Tensor[1, 3, H, W] float BGR 0..255 (a :class:`FrameLetterbox`'s output) -> the folded conv's input."""
         if self.rows.shape[2]:
             x = torch.cat([self.rows, x, self.rows], dim=2)
         if self.cols.shape[3]:
             x = torch.cat([self.cols, x, self.cols], dim=3)
         return x
+
+
+class FrameLetterbox(nn.Module):
+    """The runtime's letterbox inside the graph, for a camera of a fixed frame size (``export --frame-size``).
+
+    ``forward(frames uint8 [1, h, w, 3] BGR) -> Tensor[1, 3, H, W]`` float BGR: bilinearly resized (half-pixel
+    centres, no antialiasing: ``cv2.resize`` INTER_LINEAR) to the size
+    :func:`~lighthead_edge.data.transforms.letterbox_geometry` gives, rounded to whole values as the host's uint8
+    resize is, at the top-left, padded bottom and right with the bundle's pad colour. ``to_frame(boxes)`` maps boxes
+    from the model input back to frame pixels, clipped to the frame. Every size and the scale are constants of the
+    graph. Float-only: the INT8 step leaves it alone (its scope is in :data:`FLOAT_SCOPES`).
+    """
+
+    def __init__(self, frame_size: tuple[int, int], input_size: tuple[int, int], pad_bgr: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.frame_size, self.input_size = tuple(frame_size), tuple(input_size)
+        self.scale, self.resized = letterbox_geometry(self.frame_size, self.input_size)
+        (h, w), (nh, nw) = self.input_size, self.resized
+        pad = torch.tensor(pad_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("pad_rows", pad.expand(1, 3, h - nh, nw).contiguous())
+        self.register_buffer("pad_cols", pad.expand(1, 3, h, w - nw).contiguous())
+        fh, fw = self.frame_size
+        self.register_buffer("frame_max", torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
+
+    def forward(self, frames: Tensor) -> Tensor:
+        x = frames.to(torch.float32).permute(0, 3, 1, 2)
+        if self.resized != self.frame_size:
+            x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False).round()
+        if self.pad_rows.shape[2]:
+            x = torch.cat([x, self.pad_rows], dim=2)
+        if self.pad_cols.shape[3]:
+            x = torch.cat([x, self.pad_cols], dim=3)
+        return x
+
+    def to_frame(self, boxes: Tensor) -> Tensor:
+        """Tensor[1, D, 4] xyxy in model-input pixels -> frame pixels, clipped to the frame (zero rows stay zero)."""
+        return torch.minimum((boxes / self.scale).clamp(min=0.0), self.frame_max)
 
 
 def first_conv(backbone: nn.Module, example: Tensor) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -323,13 +370,20 @@ class DetectionPostprocess(nn.Module):
 class EndToEndDetector(nn.Module):
     """uint8 image in, fixed-size detections out; see the module docstring. Build it with :func:`build_export_model`."""
 
-    def __init__(self, model: LightHeadRCNN, method: PSRoIAlignMethod, fold_stem: bool = False) -> None:
+    def __init__(
+        self, model: LightHeadRCNN, method: PSRoIAlignMethod, fold_stem: bool = False,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         """``fold_stem``: move the normalisation into the backbone's first conv (:func:`fold_normalization`), which
-        modifies ``model``: pass a copy."""
+        modifies ``model``: pass a copy. ``frame_size`` (h, w): take frames of that size and letterbox them in the
+        graph (:class:`FrameLetterbox`), boxes out in frame pixels; None: take letterboxed images of the input size."""
         super().__init__()
         c = model.config
         self.config = c
         self.method = method
+        self.input_shape = (1, *(frame_size or c.input_size), 3)
+        if frame_size is not None:
+            self.add_module(LETTERBOX_SCOPE, FrameLetterbox(frame_size, c.input_size, PAD_BGR))
         preprocess = fold_normalization(model) if fold_stem else None
         self.add_module(PREPROCESS_SCOPE, preprocess or Preprocess(c.pixel_mean, c.pixel_std))
         self.backbone = model.backbone
@@ -352,22 +406,29 @@ class EndToEndDetector(nn.Module):
         return getattr(self, PROPOSALS_SCOPE).post
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """images (Tensor[1, H, W, 3] uint8 BGR, letterboxed) -> boxes, scores, labels, num_detections."""
-        features = self.backbone(getattr(self, PREPROCESS_SCOPE)(images))
+        """images (Tensor[1, H, W, 3] uint8 BGR: letterboxed, or frames of ``frame_size``) -> boxes, scores, labels,
+        num_detections."""
+        preprocess, letterbox = getattr(self, PREPROCESS_SCOPE), getattr(self, LETTERBOX_SCOPE, None)
+        features = self.backbone(preprocess(images) if letterbox is None else preprocess.planar(letterbox(images)))
         logits, deltas = self.rpn_head(features)
         rois, valid = getattr(self, PROPOSALS_SCOPE)(logits, deltas)
         cls_logits, box_deltas = self.roi_heads(self.thin_head(features), rois)
-        return getattr(self, POSTPROCESS_SCOPE)(cls_logits, box_deltas, rois, valid)
+        boxes, scores, labels, count = getattr(self, POSTPROCESS_SCOPE)(cls_logits, box_deltas, rois, valid)
+        return (boxes if letterbox is None else letterbox.to_frame(boxes)), scores, labels, count
 
 
 def build_export_model(
-    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE, engine: str = "onnxruntime"
+    model: LightHeadRCNN, *, method: PSRoIAlignMethod | str = PSRoIAlignMethod.GRID_SAMPLE, engine: str = "onnxruntime",
+    frame_size: tuple[int, int] | None = None,
 ) -> EndToEndDetector:
     """The export graph of ``model`` (left untouched), in eval mode.
 
     ``engine``: the graph's form is tuned for it (both compute the same detections). "onnxruntime": normalisation
     folded into the first conv (:class:`FoldedPreprocess`), RoI sample grid built by Expand + Concat; "openvino":
     literal normalisation (:class:`Preprocess`), grid built by broadcasting. Each is what that engine ran fastest.
+
+    ``frame_size`` (h, w): a frame-in graph (:class:`FrameLetterbox`): camera frames of that size in, boxes in frame
+    pixels out.
 
     PS-RoIAlign is swapped on a copy; with adaptive sampling its grid is bounded statically by the input size
     (proposals are clipped to the image), so the pooled shapes stay static too.
@@ -385,7 +446,7 @@ def build_export_model(
     pooler = swapped.roi_heads.pooler
     pooler.geometry = dataclasses.replace(pooler.geometry, grid_by_broadcast=not fold_stem)
     to_bin_major(swapped)
-    return EndToEndDetector(swapped, method, fold_stem=fold_stem).eval()
+    return EndToEndDetector(swapped, method, fold_stem=fold_stem, frame_size=frame_size).eval()
 
 
 def to_bin_major(model: LightHeadRCNN) -> bool:
@@ -414,8 +475,9 @@ def to_bin_major(model: LightHeadRCNN) -> bool:
 
 
 def example_input(model: EndToEndDetector | LightHeadRCNN, seed: int = 0) -> Tensor:
-    """A random uint8 [1, H, W, 3] image at the model's input size, to trace the graph with."""
-    h, w = model.config.input_size
+    """A random uint8 [1, H, W, 3] image of the graph's input shape (the model's input size, or the frame size of a
+    frame-in graph), to trace the graph with."""
+    _, h, w, _ = getattr(model, "input_shape", (1, *model.config.input_size, 3))
     return torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 

@@ -113,9 +113,20 @@ class Bundle:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(H, W) of the model input."""
+        """(H, W) of the graph's input: what the host letterboxes a frame to (the frame size of a frame-in bundle)."""
         _, h, w, _ = self.input_shape
         return h, w
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(h, w) of the camera frames a frame-in bundle (``export --frame-size``) takes as they are; else None."""
+        return self.input_size if self.manifest["preprocessing"]["letterbox"].get("in_graph") is True else None
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        """(H, W) of the model's own input, after the letterbox (in the graph or on the host)."""
+        size = self.manifest["preprocessing"]["letterbox"].get("size")
+        return (int(size[0]), int(size[1])) if size is not None else self.input_size
 
     @property
     def pad_bgr(self) -> tuple[int, int, int]:
@@ -258,6 +269,11 @@ def schema_problem(manifest: dict[str, Any]) -> str | None:
     pad = letterbox.get("pad_bgr") if isinstance(letterbox, dict) else None
     if not (isinstance(pad, list) and len(pad) == 3 and all(_is_int(v, 0, 255) for v in pad)):
         return f"preprocessing.letterbox.pad_bgr is {pad!r}, not 3 integers in 0..255"
+    size = letterbox.get("size", [1, 1])
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(d, 1, 1 << 16) for d in size)):
+        return f"preprocessing.letterbox.size is {size!r}, not [H, W] with positive H and W"
+    if not isinstance(letterbox.get("in_graph", False), bool):
+        return f"preprocessing.letterbox.in_graph is {letterbox.get('in_graph')!r}, not true or false"
     files = manifest["files"]
     if not isinstance(files, dict) or not all(
         _is_name(k) and isinstance(r, dict) and isinstance(r.get("sha256"), str) and _is_int(r.get("bytes"), 0)

@@ -5,7 +5,9 @@
     for box, name, score in zip(dets.boxes, dets.names, dets.scores): ...
 
 The exported graph does everything from the letterboxed uint8 image to the final NMS; this module only letterboxes
-the frame (as training and evaluation did, with the pad colour from the manifest) and maps the boxes back.
+the frame (as training and evaluation did, with the pad colour from the manifest) and maps the boxes back. A
+frame-in bundle (``export --frame-size``) letterboxes in the graph: a frame of its size goes in as it is, with no
+host work at all; a frame of another size is letterboxed on the host to the graph's input first.
 """
 
 from __future__ import annotations
@@ -105,8 +107,11 @@ class Detector:
         """frame (ndarray[h, w, 3] uint8 BGR) -> the letterboxed model input and what maps boxes back."""
         if not isinstance(frame_bgr, np.ndarray):
             raise DataError(f"expected a numpy image (ndarray[h, w, 3] uint8 BGR), got {type(frame_bgr).__name__}")
+        hw = (int(frame_bgr.shape[0]), int(frame_bgr.shape[1])) if frame_bgr.ndim == 3 else (0, 0)
+        if hw == self.input_size and frame_bgr.dtype == np.uint8 and frame_bgr.shape[2] == 3:
+            return _Frame(np.ascontiguousarray(frame_bgr)[None], 1.0, hw)  # the graph's own size: no copy, no resize
         image, scale = letterbox(frame_bgr, self.input_size, pad_bgr=self._pad_bgr)
-        return _Frame(image[None], scale, (int(frame_bgr.shape[0]), int(frame_bgr.shape[1])))
+        return _Frame(image[None], scale, hw)
 
     def postprocess(self, outputs: Outputs, frame: _Frame) -> Detections:
         """The graph's fixed-size outputs -> the first ``num_detections`` rows, in the frame's pixels."""
@@ -156,11 +161,14 @@ def _check_metadata(bundle: Bundle, artifact: Artifact, embedded: dict[str, obje
     """Raise :class:`BundleError` unless the class names and input shape of the manifest are the ones the exporter
     embedded in the artifact (covered by its checksum): a manifest relabelled by hand, its digest recomputed or
     absent (format 2), would otherwise rename every detection."""
-    embedded_input = embedded.get("input")
+    embedded_input, embedded_pre = embedded.get("input"), embedded.get("preprocessing")
+    letterbox = bundle.manifest["preprocessing"]["letterbox"]
     checks = {
         "class_names": (bundle.class_names, embedded.get("class_names")),
         "input.shape": (list(bundle.input_shape), embedded_input.get("shape") if isinstance(embedded_input, dict)
                         else None),
+        "preprocessing.letterbox": (letterbox, embedded_pre.get("letterbox") if isinstance(embedded_pre, dict)
+                                    else None),
     }  # fmt: skip
     for key, (manifest_value, artifact_value) in checks.items():
         if manifest_value != artifact_value:

@@ -111,6 +111,9 @@ CASES = {
     "val_json": ("measure", [*ONNX, "--val", "{val}"], lambda s, n: s.measure["val_json"] == n["val"]),
     "threads": ("measure", [*ONNX, "--threads", "1"], lambda s, n: s.measure["threads"] == 1),
     "latency_runs": ("measure", [*ONNX, "--runs", "3"], lambda s, n: s.measure["runs"] == 3),
+    "frame_size": ("measure", [*ONNX, "--frame-size", "200x150"], lambda s, n: s.graphs[0]["frame_size"] == (150, 200)
+                   and s.measure["manifest"]["input"]["shape"] == [1, 150, 200, 3]
+                   and s.measure["manifest"]["preprocessing"]["letterbox"]["in_graph"] is True),
 }  # fmt: skip
 
 

@@ -162,6 +162,8 @@ CASES = {
     "threads": ("bench", ["--threads", "1"], lambda s, n: s.bench.threads == (1,) and s.export["settings"].threads == 1
                 and _first(s)["threads"] == 1),  # the benchmark, export's timing and ORT's profile
     "runs": ("bench", ["--runs", "3"], lambda s, n: s.bench.runs == 3),
+    "frame_size": ("export", ["--frame-size", "200x150"],
+                   lambda s, n: s.export["settings"].frame_size == (150, 200)),  # tests/export/test_frame_in.py: INT8
 }  # fmt: skip
 
 
