@@ -42,7 +42,8 @@ class RawSize(click.ParamType):
 @click.option("--stdin-raw", "stdin_raw", default=None, type=RawSize(), metavar="WxH",
               help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink).")  # fmt: skip
 @click.option("--reconnect", is_flag=True, help="Camera/URL: reopen a dropped stream with exponential backoff.")
-@click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default="openvino", show_default=True)
+@click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default=None,
+              help="Inference engine [default: openvino if installed, else onnxruntime].")  # fmt: skip
 @click.option("--device", default="CPU", show_default=True, help="Engine device (OpenVINO: CPU, GPU, ...).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Which artifact of the bundle [default: fp32].")  # fmt: skip
@@ -65,7 +66,7 @@ class RawSize(click.ParamType):
 def run_cmd(
     model: str | None, camera: int | None, width: int | None, height: int | None, fps: float | None,
     video: str | None, loop: bool, url: str | None, images: str | None, stdin_raw: str | None, reconnect: bool,
-    backend: str, device: str, precision: str | None, threads: int | None, nireq: int | None, hint: str,
+    backend: str | None, device: str, precision: str | None, threads: int | None, nireq: int | None, hint: str,
     drop: bool | None, save: str | None, jsonl: str | None, show: bool, max_frames: int | None,
     duration: float | None, min_score: float, stats_every: float, summary_json: str | None, verbose: bool,
 ) -> None:  # fmt: skip

@@ -20,7 +20,7 @@ import numpy as np
 
 from lighthead_edge.data.transforms import letterbox, scale_boxes
 from lighthead_edge.errors import DataError
-from lighthead_edge.runtime.backends import Hint, Outputs, make_backend
+from lighthead_edge.runtime.backends import Hint, Outputs, default_backend, make_backend
 from lighthead_edge.runtime.bundle import Artifact, Backend, Bundle, BundleError, Precision, load_bundle
 
 
@@ -63,7 +63,7 @@ class Detector:
 
     Args:
         bundle: the folder ``lighthead-edge export`` wrote; its checksums are verified on load.
-        backend: ``"openvino"`` or ``"onnxruntime"``.
+        backend: ``"openvino"`` or ``"onnxruntime"`` [default: OpenVINO if it is installed, else ONNX Runtime].
         device: the engine's device name (``"CPU"``).
         threads: inference threads [default: the engine's].
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` [default: fp32 if the bundle has it for ``backend``].
@@ -75,7 +75,7 @@ class Detector:
     def __init__(
         self,
         bundle: str | Path | Bundle,
-        backend: Backend | str = Backend.OPENVINO,
+        backend: Backend | str | None = None,
         device: str = "CPU",
         threads: int | None = None,
         precision: Precision | str | None = None,
@@ -84,7 +84,7 @@ class Detector:
         jobs: int | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.artifact: Artifact = self.bundle.artifact(backend, precision)
+        self.artifact: Artifact = self.bundle.artifact(backend or default_backend(), precision)
         try:
             hint = Hint(hint)
         except ValueError:

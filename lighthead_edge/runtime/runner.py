@@ -83,7 +83,7 @@ class RunSettings:
 
     source: SourceSpec
     model: str | None = None
-    backend: str = "openvino"
+    backend: str | None = None  # None: OpenVINO if installed, else ONNX Runtime
     device: str = "CPU"
     threads: int | None = None
     precision: str | None = None

@@ -3,6 +3,7 @@ imported only when it is used, so a device needs just the one it runs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.bundle import Backend
 
 Outputs = dict[str, np.ndarray]  # output name -> array, e.g. "boxes" [1, D, 4]
@@ -74,10 +76,37 @@ def decode_metadata(values: dict[str, str]) -> dict[str, object]:
     return decoded
 
 
+def installed_backends() -> list[Backend]:
+    """The importable engines, OpenVINO first (a device installs one: ``.[openvino]`` or ``.[onnxruntime]``)."""
+    return [b for b in (Backend.OPENVINO, Backend.ONNXRUNTIME) if _importable(b.value)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a half-removed package
+        return False
+
+
+def default_backend() -> Backend:
+    """OpenVINO if it is installed, else ONNX Runtime; a :class:`ConfigError` if neither is."""
+    found = installed_backends()
+    if not found:
+        raise ConfigError("no inference engine is installed: pip install 'lighthead-edge[openvino]' (or "
+                          "'lighthead-edge[onnxruntime]')")  # fmt: skip
+    return found[0]
+
+
 def make_backend(
     backend: Backend, model_path: Path, *, device: str, threads: int | None, hint: Hint, jobs: int | None
 ) -> InferenceBackend:
-    """Load ``model_path`` with ``backend``, importing only that engine."""
+    """Load ``model_path`` with ``backend``, importing only that engine (a :class:`ConfigError` if it is not
+    installed)."""
+    if not _importable(backend.value):
+        others = [b.value for b in installed_backends()]
+        instead = f", or use --backend {others[0]}" if others else ""
+        raise ConfigError(f"{backend.value} is not installed here: pip install 'lighthead-edge[{backend.value}]'"
+                          f"{instead}")  # fmt: skip
     if backend is Backend.ONNXRUNTIME:
         from lighthead_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
