@@ -1,0 +1,58 @@
+"""Fixtures of the C library tests: one build of deploy/c per session (the README's one command, into a temporary
+folder), the synthetic bundle, a ctypes handle on the built library, and the val frames of the ``assets`` bundle."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embed_c_lib import CBuild, build_c, load_library, make_fake_bundle, missing_tools
+from exported import ExportedAssets  # tests/ is on sys.path (pytest rootdir mode)
+
+BUILD_TOOLS = ("cmake", "cc", "make", "pkg-config", "pkg-config:libcjson")
+MODEL_HW = (128, 128)  # the assets bundle's graph input
+
+
+def require_tools(*tools: str) -> None:
+    """Fail (never skip) naming what is missing: the C tests run the real toolchain."""
+    missing = missing_tools(*tools)
+    if missing:
+        pytest.fail(f"the C library tests need {', '.join(missing)}; install them with scripts/setup_system.sh "
+                    "(Debian: cmake gcc make pkg-config libcjson-dev valgrind)")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def c_build(tmp_path_factory: pytest.TempPathFactory) -> CBuild:
+    """deploy/c built and installed once: ``bash deploy/c/build.sh PREFIX`` (build folder beside it)."""
+    require_tools(*BUILD_TOOLS)
+    return build_c(tmp_path_factory.mktemp("c_build"))
+
+
+@pytest.fixture(scope="session")
+def c_lib(c_build: CBuild) -> ctypes.CDLL:
+    """The built liblighthead.so through ctypes (see embed_c_lib.CDetector)."""
+    return load_library(c_build.library)
+
+
+@pytest.fixture(scope="session")
+def fake_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic bundle (embed_c_lib): fp32 and fp16 IRs of a tiny graph, 32x24 frames, 3 classes."""
+    return make_fake_bundle(tmp_path_factory.mktemp("fake") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def val_frames(assets: ExportedAssets) -> np.ndarray:
+    """The 16 val images of ``assets`` letterboxed to the bundle's 128x128 input: ndarray[16, 128, 128, 3] uint8."""
+    import cv2
+
+    from lighthead_edge.data.transforms import letterbox
+
+    images = json.loads(Path(assets.val_json).read_text())["images"]
+    folder = Path(assets.val_json).parent
+    frames = []
+    for image in images:
+        frames.append(letterbox(cv2.imread(str(folder / image["file_name"])), MODEL_HW)[0])
+    return np.stack(frames)
