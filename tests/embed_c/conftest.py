@@ -14,6 +14,7 @@ from exported import ExportedAssets  # tests/ is on sys.path (pytest rootdir mod
 
 BUILD_TOOLS = ("cmake", "cc", "make", "pkg-config", "pkg-config:libcjson")
 MODEL_HW = (128, 128)  # the assets bundle's graph input
+VAL_HW = (120, 160)  # the val images' size (tests/exported.py VAL_SIZE)
 
 
 def require_tools(*tools: str) -> None:
@@ -44,15 +45,30 @@ def fake_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def val_frames(assets: ExportedAssets) -> np.ndarray:
-    """The 16 val images of ``assets`` letterboxed to the bundle's 128x128 input: ndarray[16, 128, 128, 3] uint8."""
+def frame_in_bundle(assets: ExportedAssets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The assets checkpoint exported frame-in (``export --frame-size 160x120``, OpenVINO only): the val images'
+    own size goes in as it is, the letterbox happens in the graph."""
+    from lighthead_edge.export.bundle import ExportFormat, ExportSettings, export_bundle
+    from lighthead_edge.modeling.checkpoint import load_checkpoint
+
+    model, class_names, _ = load_checkpoint(assets.checkpoint)
+    settings = ExportSettings(formats=(ExportFormat.OPENVINO,), latency_runs=1, threads=1, frame_size=VAL_HW)
+    out = tmp_path_factory.mktemp("frame_in") / "bundle"
+    return export_bundle(model, class_names, out, settings, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def val_images(assets: ExportedAssets) -> np.ndarray:
+    """The 16 val images of ``assets`` as they are: ndarray[16, 120, 160, 3] uint8."""
     import cv2
 
+    images = json.loads(Path(assets.val_json).read_text())["images"]
+    return np.stack([cv2.imread(str(Path(assets.val_json).parent / image["file_name"])) for image in images])
+
+
+@pytest.fixture(scope="session")
+def val_frames(val_images: np.ndarray) -> np.ndarray:
+    """The val images letterboxed to the assets bundle's 128x128 input: ndarray[16, 128, 128, 3] uint8."""
     from lighthead_edge.data.transforms import letterbox
 
-    images = json.loads(Path(assets.val_json).read_text())["images"]
-    folder = Path(assets.val_json).parent
-    frames = []
-    for image in images:
-        frames.append(letterbox(cv2.imread(str(folder / image["file_name"])), MODEL_HW)[0])
-    return np.stack(frames)
+    return np.stack([letterbox(image, MODEL_HW)[0] for image in val_images])

@@ -52,7 +52,10 @@ def missing_tools(*tools: str) -> list[str]:
     missing = []
     for tool in tools:
         if tool.startswith("pkg-config:"):
-            ok = shutil.which("pkg-config") and subprocess.run(["pkg-config", "--exists", tool.split(":", 1)[1]]).returncode == 0
+            ok = (
+                shutil.which("pkg-config")
+                and subprocess.run(["pkg-config", "--exists", tool.split(":", 1)[1]]).returncode == 0
+            )
         else:
             ok = shutil.which(tool) is not None
         if not ok:
@@ -91,18 +94,19 @@ def _fake_model(h: int, w: int, rows: int, classes: int):
     images = op.parameter([1, h, w, 3], ov.Type.u8, name="images")
     flat = op.convert(op.reshape(images, op.constant(np.array([-1], np.int64)), False), ov.Type.f32)
 
-    def part(start: int, stop: int):
-        return op.slice(flat, op.constant(np.array([start], np.int64)), op.constant(np.array([stop], np.int64)),
-                        op.constant(np.array([1], np.int64)))  # fmt: skip
+    def const(value, dtype=np.int64):
+        return op.constant(np.array(value, dtype))
 
-    boxes = op.reshape(op.subtract(op.multiply(part(0, 4 * rows), op.constant(np.float32(0.15625))),
-                                   op.constant(np.float32(4.0))), op.constant(np.array([1, rows, 4], np.int64)), False)  # fmt: skip
-    scores = op.reshape(op.divide(part(4 * rows, 5 * rows), op.constant(np.float32(255.0))),
-                        op.constant(np.array([1, rows], np.int64)), False)  # fmt: skip
-    labels = op.reshape(op.floor_mod(op.convert(part(5 * rows, 6 * rows), ov.Type.i64),
-                                     op.constant(np.int64(classes + 2))), op.constant(np.array([1, rows], np.int64)), False)  # fmt: skip
+    def part(start: int, stop: int):
+        return op.slice(flat, const([start]), const([stop]), const([1]))
+
+    boxes = op.subtract(op.multiply(part(0, 4 * rows), const(0.15625, np.float32)), const(4.0, np.float32))
+    boxes = op.reshape(boxes, const([1, rows, 4]), False)
+    scores = op.reshape(op.divide(part(4 * rows, 5 * rows), const(255.0, np.float32)), const([1, rows]), False)
+    labels = op.floor_mod(op.convert(part(5 * rows, 6 * rows), ov.Type.i64), const(classes + 2))
+    labels = op.reshape(labels, const([1, rows]), False)
     first = w * 3
-    num = op.minimum(op.convert(part(first, first + 1), ov.Type.i64), op.constant(np.array([rows], np.int64)))
+    num = op.minimum(op.convert(part(first, first + 1), ov.Type.i64), const([rows]))
     outputs = {"boxes": boxes, "scores": scores, "labels": labels, "num_detections": num}
     results = []
     for name, node in outputs.items():
@@ -116,7 +120,13 @@ def make_fake_bundle(root: Path, *, precisions: tuple[str, ...] = ("fp32", "fp16
     import openvino as ov
 
     from lighthead_edge.runtime.bundle import (
-        BUNDLE_FORMAT, Backend, Precision, artifact_entry, file_records, input_record, write_manifest,
+        BUNDLE_FORMAT,
+        Backend,
+        Precision,
+        artifact_entry,
+        file_records,
+        input_record,
+        write_manifest,
     )  # fmt: skip
 
     root.mkdir(parents=True, exist_ok=True)

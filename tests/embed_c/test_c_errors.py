@@ -47,7 +47,9 @@ def bundle_copy(fake_bundle: Path, tmp_path: Path) -> Path:
 
 
 def detect(c_build, bundle: Path, *args: object, input: bytes | None = None) -> subprocess.CompletedProcess:
-    return run_cli(c_build.cli, "--model", bundle, "--stdin-raw", RAW, *args, input=frames(2) if input is None else input)
+    return run_cli(
+        c_build.cli, "--model", bundle, "--stdin-raw", RAW, *args, input=frames(2) if input is None else input
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- bundles
@@ -203,7 +205,9 @@ def test_model_and_size_are_required(c_build, fake_bundle):
     env = {k: v for k, v in os.environ.items() if k != "LIGHTHEAD_EDGE_BUNDLE"}
     assert_error(run_cli(c_build.cli, "--stdin-raw", RAW, env=env), 2, "give --model BUNDLE")
     assert_error(run_cli(c_build.cli, "--model", fake_bundle, env=env), 2, "give --stdin-raw WxH")
-    with_env = run_cli(c_build.cli, "--stdin-raw", RAW, input=frames(1), env={**env, "LIGHTHEAD_EDGE_BUNDLE": str(fake_bundle)})
+    with_env = run_cli(
+        c_build.cli, "--stdin-raw", RAW, input=frames(1), env={**env, "LIGHTHEAD_EDGE_BUNDLE": str(fake_bundle)}
+    )
     assert with_env.returncode == 0 and len(jsonl(with_env.stdout)) == 1
 
 

@@ -52,6 +52,22 @@ def test_cli_matches_python_detector(c_build, assets, val_frames, precision):
     assert without_timestamps(c_records) == without_timestamps(py_records)
 
 
+@pytest.mark.slow  # the frame-in export costs ~15 s; CI runs frame-size checks on the synthetic (frame-in) bundle
+def test_frame_in_bundle_takes_the_camera_frames_as_they_are(c_build, frame_in_bundle, assets, val_images):
+    """A frame-in bundle (export --frame-size 160x120) on the val images' own 160x120 frames: the C CLI's records
+    equal the Python Detector's; the regular bundle refuses them and says which export takes them."""
+    result = run_cli(c_build.cli, "--model", frame_in_bundle, "--stdin-raw", "160x120", "--threads", 1, "--min-score",
+                     0, input=val_images.tobytes())  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    c_records, py_records = jsonl(result.stdout), python_records(frame_in_bundle, val_images, "fp32", 0.0)
+    assert sum(len(r["detections"]) for r in c_records) > 100
+    assert_close(c_records, py_records)
+    assert without_timestamps(c_records) == without_timestamps(py_records)
+    regular = run_cli(c_build.cli, "--model", assets.bundle, "--stdin-raw", "160x120", input=val_images.tobytes())
+    assert regular.returncode == 2 and regular.stdout == b""
+    assert b"frame is 160x120 but the bundle takes 128x128 frames; export with --frame-size 160x120" in regular.stderr
+
+
 def test_cli_jsonl_equals_lighthead_edge_run(c_build, assets, val_frames):
     """The default --min-score (0.3 in both) and every field but the timestamp, against the Python CLI."""
     frames = val_frames[:6]

@@ -47,7 +47,8 @@ static lh_status compile(lh_detector *d, ov_model_t *model, const char *device, 
     snprintf(threads_text, sizeof threads_text, "%d", threads);
     ov_property_t props[3] = {{ov_property_key_hint_performance_mode, "LATENCY"}};
     size_t count = 1;
-    if (strcasecmp(device, "CPU") == 0) props[count++] = (ov_property_t){ov_property_key_hint_inference_precision, "f32"};
+    if (strcasecmp(device, "CPU") == 0)
+        props[count++] = (ov_property_t){ov_property_key_hint_inference_precision, "f32"};
     if (threads > 0) props[count++] = (ov_property_t){ov_property_key_inference_num_threads, threads_text};
     ov_status_e status = ov_core_compile_model_props(d->core, model, device, count, props, &d->compiled);
     if (status == OK) return LH_OK;
@@ -91,7 +92,8 @@ static lh_status check_input(lh_detector *d, lh_error *error) {
     int64_t h = -1, w = -1;
     int ok = shape.rank.min == 4 && shape.rank.max == 4 && type == U8;
     if (ok) {
-        ok = (!static_dim(&shape, 1, &h) || h == d->bundle.height) && (!static_dim(&shape, 2, &w) || w == d->bundle.width);
+        ok = (!static_dim(&shape, 1, &h) || h == d->bundle.height) &&
+             (!static_dim(&shape, 2, &w) || w == d->bundle.width);
     }
     ov_partial_shape_free(&shape);
     ov_output_const_port_free(port);

@@ -63,18 +63,19 @@ static int fail(int code, const char *format, ...) {
 /* ------------------------------------------------------------------------------------------------ options */
 /* "640x480" -> 640, 480 as runtime/sources.py parse_raw_size: 1..9 digits a side, spaces allowed around. */
 static int parse_raw_size(const char *s, int *width, int *height) {
+    static const char *const WANT = "--stdin-raw wants WIDTHxHEIGHT, e.g. 640x480, got '%s'";
     long long v[2] = {0, 0};
     const char *p = s;
     for (int i = 0; i < 2; i++) {
         p += strspn(p, " \t\n\r\f\v");
         size_t digits = strspn(p, "0123456789");
-        if (digits == 0 || digits > 9) return fail(EXIT_USAGE, "--stdin-raw wants WIDTHxHEIGHT, e.g. 640x480, got '%s'", s);
+        if (digits == 0 || digits > 9) return fail(EXIT_USAGE, WANT, s);
         v[i] = strtoll(p, NULL, 10);
         p += digits + strspn(p + digits, " \t\n\r\f\v");
-        if (i == 0 && *p != 'x' && *p != 'X') return fail(EXIT_USAGE, "--stdin-raw wants WIDTHxHEIGHT, e.g. 640x480, got '%s'", s);
+        if (i == 0 && *p != 'x' && *p != 'X') return fail(EXIT_USAGE, WANT, s);
         p += i == 0;
     }
-    if (*p) return fail(EXIT_USAGE, "--stdin-raw wants WIDTHxHEIGHT, e.g. 640x480, got '%s'", s);
+    if (*p) return fail(EXIT_USAGE, WANT, s);
     if (v[0] < 1 || v[0] > MAX_RAW_SIDE || v[1] < 1 || v[1] > MAX_RAW_SIDE)
         return fail(EXIT_USAGE, "--stdin-raw size %lldx%lld is out of range (width and height 1..%d)", v[0], v[1],
                     MAX_RAW_SIDE);

@@ -51,6 +51,12 @@ static void put_utf8(char **out, unsigned long code) {
     *out = o;
 }
 
+static int digit_value(char c, int hex) {
+    int lower = c | 32;
+    if (c >= '0' && c <= '9') return c - '0';
+    return hex && lower >= 'a' && lower <= 'f' ? lower - 'a' + 10 : -1;
+}
+
 /* A numeric character reference's code point ("&#65;" or "&#x41;", [p, semi]), or 0 when it is none. */
 static unsigned long numeric_ref(const char *p, const char *semi) {
     int hex = p[2] == 'x' || p[2] == 'X';
@@ -58,7 +64,7 @@ static unsigned long numeric_ref(const char *p, const char *semi) {
     if (p[1] != '#' || digits >= semi || semi - digits > 8) return 0;
     unsigned long code = 0;
     for (const char *d = digits; d < semi; d++) {
-        int v = *d >= '0' && *d <= '9' ? *d - '0' : hex && (*d | 32) >= 'a' && (*d | 32) <= 'f' ? (*d | 32) - 'a' + 10 : -1;
+        int v = digit_value(*d, hex);
         if (v < 0) return 0;
         code = code * (hex ? 16 : 10) + (unsigned long)v;
     }
