@@ -9,20 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_c_lib import CBuild, build_c, load_library, make_fake_bundle, missing_tools
+from embed_c_lib import CBuild, build_c, load_library, make_fake_bundle, require_tools
 from exported import ExportedAssets  # tests/ is on sys.path (pytest rootdir mode)
 
 BUILD_TOOLS = ("cmake", "cc", "make", "pkg-config", "pkg-config:libcjson")
 MODEL_HW = (128, 128)  # the assets bundle's graph input
 VAL_HW = (120, 160)  # the val images' size (tests/exported.py VAL_SIZE)
-
-
-def require_tools(*tools: str) -> None:
-    """Fail (never skip) naming what is missing: the C tests run the real toolchain."""
-    missing = missing_tools(*tools)
-    if missing:
-        pytest.fail(f"the C library tests need {', '.join(missing)}; install them with scripts/setup_system.sh "
-                    "(Debian: cmake gcc make pkg-config libcjson-dev valgrind)")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

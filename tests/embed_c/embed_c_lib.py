@@ -63,6 +63,16 @@ def missing_tools(*tools: str) -> list[str]:
     return missing
 
 
+def require_tools(*tools: str) -> None:
+    """Fail (never skip) naming what is missing: the C tests run the real toolchain."""
+    import pytest
+
+    missing = missing_tools(*tools)
+    if missing:
+        pytest.fail(f"the C library tests need {', '.join(missing)}; install them with scripts/setup_system.sh "
+                    "(Debian: cmake gcc make pkg-config libcjson-dev valgrind)")  # fmt: skip
+
+
 def build_c(root: Path) -> CBuild:
     """``bash deploy/c/build.sh PREFIX`` with its build folder under ``root`` (the README's one command)."""
     build, prefix = root / "build", root / "prefix"

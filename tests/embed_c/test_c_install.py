@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tools
-from embed_c_lib import DEPLOY_C, FAKE_SIZE, fake_frame, jsonl, run_cli, without_timestamps
+from embed_c_lib import DEPLOY_C, FAKE_SIZE, fake_frame, jsonl, require_tools, run_cli, without_timestamps
 
 H, W = FAKE_SIZE
 CLEAN = ["env", "-i", "PATH=/usr/bin:/bin"]

@@ -15,8 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tools
-from embed_c_lib import DEPLOY_C, FAKE_SIZE, fake_frame
+from embed_c_lib import DEPLOY_C, FAKE_SIZE, fake_frame, require_tools
 
 H, W = FAKE_SIZE
 MEMCHECK = ["valgrind", "--tool=memcheck", f"--suppressions={DEPLOY_C / 'valgrind.supp'}", "--leak-check=full",
