@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import openvino as ov
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.backends import METADATA_SECTION, Callback, Hint, Outputs, decode_metadata, in_order
 from lighthead_edge.runtime.isa import check_cap, kernel_isas
+
+# Two compiled models whose first inferences ran at the same time on two threads deadlocked inside _pyopenvino (a
+# C++ static initialiser's guard taken while holding the GIL; gdb in tests/embed_gst, 2 runs of 4 with a tee): each
+# backend runs its first inference at load, one backend at a time.
+_FIRST_INFERENCE = threading.Lock()
 
 
 class OpenVINOBackend:
@@ -51,6 +57,9 @@ class OpenVINOBackend:
         self._names = [out.get_any_name() for out in self._compiled.outputs]
         shape = self._compiled.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
+        if all(d > 0 for d in self.input_shape):
+            with _FIRST_INFERENCE:  # see _FIRST_INFERENCE; also keeps the first frame's latency out of a stream
+                self._request.infer({0: np.zeros(self.input_shape, dtype=np.uint8)})
         optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.jobs = max(1, jobs or max(2, optimal))
         self._queue: ov.AsyncInferQueue | None = None
