@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from lighthead_edge.cli_types import MAX_FRAME_SIDE
 from lighthead_edge.data.transforms import PAD_BGR
 from lighthead_edge.errors import ConfigError, ExportError
+from lighthead_edge.export import handoff
 from lighthead_edge.measure import export_measurements, summary_line
 from lighthead_edge.runtime.bundle import (
     BUNDLE_FORMAT,
@@ -106,6 +107,9 @@ class ExportSettings:
         threads: inference threads for the measurements [default: the engine's].
         frame_size: ``(height, width)`` of the camera's frames: the graph takes them as they are and letterboxes
             them itself (``--frame-size WxH``); None: it takes images letterboxed to the model's input size.
+        layout, ovms, ovms_name: hand-offs (:mod:`lighthead_edge.export.handoff`): ``"detection_output"`` also
+            writes the DL Streamer / model_api IR; ``ovms`` a folder to write OVMS's model repository to, serving
+            the model as ``ovms_name``.
     """
 
     formats: tuple[ExportFormat, ...] = (ExportFormat.ONNX, ExportFormat.OPENVINO)
@@ -115,9 +119,14 @@ class ExportSettings:
     latency_runs: int = 10
     threads: int | None = None
     frame_size: tuple[int, int] | None = None
+    layout: str = "native"
+    ovms: str | None = None
+    ovms_name: str = "lighthead"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", tuple(ExportFormat(f) for f in self.formats))
+        openvino = ExportFormat.OPENVINO in self.formats
+        object.__setattr__(self, "layout", handoff.check_settings(self.layout, self.ovms, self.ovms_name, openvino))
         if self.frame_size is not None and not all(1 <= int(v) <= MAX_FRAME_SIDE for v in self.frame_size):
             raise ConfigError(f"frame_size sides must be 1..{MAX_FRAME_SIDE}, got {self.frame_size}")
         if not self.formats:
@@ -409,6 +418,20 @@ def _write_openvino(root: Path, onnx_path: Path, settings: ExportSettings, meta:
     return entries
 
 
+def _write_handoffs(
+    root: Path, ovms_repo: Path | None, artifacts: list[dict], settings: ExportSettings, meta: dict, log: Log
+) -> dict[str, Any]:  # fmt: skip
+    """The hand-offs asked for (:mod:`lighthead_edge.export.handoff`), from the IRs just written to ``root``; returns
+    the manifest's ``handoffs`` record ({} for none)."""
+    handoffs: dict[str, Any] = {}
+    if settings.layout is handoff.HandoffLayout.DETECTION_OUTPUT:
+        irs = [Precision(a["precision"]) for a in artifacts if a["backend"] == Backend.OPENVINO.value]
+        handoffs[handoff.DETECTION_OUTPUT] = handoff.add_detection_output(root, irs, meta, log)
+    if ovms_repo is not None:
+        handoffs["ovms"] = handoff.write_ovms_repository(ovms_repo, root, handoffs, settings.ovms_name, log)
+    return handoffs
+
+
 # ------------------------------------------------------------------------------------------------------- pipeline
 def export_bundle(
     model: LightHeadRCNN, class_names: Sequence[str], out: str | Path, settings: ExportSettings | None = None, *,
@@ -427,13 +450,19 @@ def export_bundle(
     if len(class_names) != model.config.num_classes:
         raise ExportError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
     check_target(out, {"CHECKPOINT": source, "--val": settings.val_json})
+    handoff.check_ovms_target(settings.ovms, out)
     meta = model_metadata(model, list(class_names), source, settings.frame_size)
-    with atomic_directory(out, log) as tmp:
+    ovms_stage = handoff.ovms_stage(settings.ovms, log, remove_leftovers=remove_leftovers)  # beside --ovms
+    with atomic_directory(out, log) as tmp, ovms_stage as ovms_repo:
         artifacts = write_artifacts(model, tmp, settings, meta, log)
+        handoffs = _write_handoffs(tmp, ovms_repo, artifacts, settings, meta, log)
         producer = {p: _version(p) for p in ("lighthead-edge", "torch", "onnx", "openvino", "onnxruntime")}
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = {**meta, "created": created, "producer": producer, "artifacts": artifacts}
-        manifest["files"] = file_records(tmp, [name for entry in artifacts for name in entry["files"]])
+        if handoffs:
+            manifest["handoffs"] = handoffs
+        files = [name for entry in artifacts for name in entry["files"]] + handoff.handoff_files(handoffs)
+        manifest["files"] = file_records(tmp, files)
         write_manifest(tmp, manifest)
         manifest["measurements"] = export_measurements(model, load_bundle(tmp), val_json=settings.val_json,
                                                        threads=settings.threads, runs=settings.latency_runs, log=log)

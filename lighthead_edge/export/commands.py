@@ -23,11 +23,18 @@ from lighthead_edge.cli_types import FRAME_SIZE
 @click.option("--frame-size", default=None, type=FRAME_SIZE,
               help="Camera frame size: the graph takes these frames as they are, letterboxes them itself and gives "
                    "boxes in frame pixels (e.g. 1280x720).")  # fmt: skip
+@click.option("--layout", type=click.Choice(["native", "detection_output"]), default="native", show_default=True,
+              help="detection_output: also write model_detection_output_*.xml, one [1,1,N,7] output and rt_info "
+                   "model_info, for DL Streamer's gvadetect and OpenVINO model_api.")  # fmt: skip
+@click.option("--ovms", default=None, type=click.Path(file_okay=False),
+              help="Also write an OpenVINO Model Server model repository here (DIR/<name>/1/model.xml|.bin, "
+                   "DIR/config.json).")  # fmt: skip
+@click.option("--ovms-name", default="lighthead", show_default=True, help="Model name OVMS serves (with --ovms).")
 @click.option("--runs", "latency_runs", default=10, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per artifact.")  # fmt: skip
 def export_cmd(
     checkpoint: str, out: str, formats: str, val_json: str | None, method: str, opset: int, threads: int | None,
-    latency_runs: int, frame_size: tuple[int, int] | None,
+    latency_runs: int, frame_size: tuple[int, int] | None, layout: str, ovms: str | None, ovms_name: str,
 ) -> None:  # fmt: skip
     """Export CHECKPOINT (a model.pt) to a bundle: ONNX and/or OpenVINO artifacts plus manifest.json.
 
@@ -35,14 +42,16 @@ def export_cmd(
     replaced once the new one is complete.
     """
     from lighthead_edge.export.bundle import ExportSettings, check_target, export_bundle, parse_formats
+    from lighthead_edge.export.handoff import check_ovms_target
     from lighthead_edge.modeling.checkpoint import load_checkpoint
     from lighthead_edge.runtime.runner import remember_bundle
 
     settings = ExportSettings(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
-        threads=threads, frame_size=frame_size,
+        threads=threads, frame_size=frame_size, layout=layout, ovms=ovms, ovms_name=ovms_name,
     )  # fmt: skip
     check_target(Path(out), {"CHECKPOINT": checkpoint, "--val": val_json})  # before the model loads: fails at once
+    check_ovms_target(ovms, out)
 
     def log(message: str) -> None:
         click.echo(message, err=True)

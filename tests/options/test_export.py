@@ -52,7 +52,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_detector) -> Path:
 def run_command(monkeypatch: pytest.MonkeyPatch, checkpoint: Path, synth_set: dict, tmp_path: Path):
     """run_command(stop_at, *args) -> Seen: ``lighthead-edge export`` with ``args`` ({name} filled in), run until the
     spy ``stop_at``."""
-    names = {"checkpoint": str(checkpoint), "out": str(tmp_path / "bundle"), "val": str(synth_set["val"])}
+    names = {"checkpoint": str(checkpoint), "out": str(tmp_path / "bundle"), "val": str(synth_set["val"]),
+             "ovms": str(tmp_path / "ovms")}  # fmt: skip
 
     def run(stop_at: str, *args: str) -> Seen:
         seen = Seen(stop_at)
@@ -66,9 +67,11 @@ def run_command(monkeypatch: pytest.MonkeyPatch, checkpoint: Path, synth_set: di
         def measure(model, bundle, **kwargs):
             manifest = json.loads((bundle.root / "manifest.json").read_text())
             opsets = {p.name: _opset(p) for p in bundle.root.glob("*.onnx")}  # the folder goes when the run stops
+            ovms = Path(names["ovms"])  # the OVMS repository staged beside --ovms, renamed into place at the end
+            staged = [str(f.relative_to(p)) for p in ovms.parent.glob(f".{ovms.name}.*.partial") for f in p.rglob("*")]
             seen.measure.update(model=model, root=bundle.root, keys=[a.key for a in bundle.artifacts],
                                 manifest=manifest, files=sorted(p.name for p in bundle.root.iterdir()), opsets=opsets,
-                                **kwargs)  # fmt: skip
+                                ovms=sorted(staged), **kwargs)  # fmt: skip
             seen.reached("measure")
             raise AssertionError("a case that reaches the measurement stops there")
 
@@ -93,6 +96,7 @@ def _opset(path: Path) -> int:
 
 
 ONNX = ["--format", "onnx"]  # one artifact: the measurement cases stay cheap
+OPENVINO = ["--format", "openvino"]  # the hand-offs are made from the IR
 
 # option name -> (where the run stops, arguments added to the base command, check(seen, names))
 CASES = {
@@ -114,6 +118,16 @@ CASES = {
     "frame_size": ("measure", [*ONNX, "--frame-size", "200x150"], lambda s, n: s.graphs[0]["frame_size"] == (150, 200)
                    and s.measure["manifest"]["input"]["shape"] == [1, 150, 200, 3]
                    and s.measure["manifest"]["preprocessing"]["letterbox"]["in_graph"] is True),
+    "layout": ("measure", [*OPENVINO, "--layout", "detection_output"],
+               lambda s, n: "model_detection_output_fp32.xml" in s.measure["files"]
+               and "model_detection_output_fp32.xml" in s.measure["manifest"]["files"]
+               and s.measure["manifest"]["handoffs"]["detection_output"]["model_info"]["model_type"]
+               == "detection_output"),
+    "ovms": ("measure", [*OPENVINO, "--ovms", "{ovms}"], lambda s, n: "lighthead/1/model.xml" in s.measure["ovms"]
+             and s.measure["manifest"]["handoffs"]["ovms"]["models"] == ["lighthead"]),
+    "ovms_name": ("measure", [*OPENVINO, "--ovms", "{ovms}", "--ovms-name", "cam1"],
+                  lambda s, n: "cam1/1/model.xml" in s.measure["ovms"]
+                  and s.measure["manifest"]["handoffs"]["ovms"]["models"] == ["cam1"]),
 }  # fmt: skip
 
 
