@@ -72,14 +72,15 @@ def frames_of(json_path: Path) -> list[np.ndarray]:
     return [cv2.imread(str(p)) for p in sorted((json_path.parent / "images").glob("*.png"))]
 
 
+@pytest.mark.parametrize("nhwc", [True, False])  # the onnxruntime and OpenVINO forms
 @pytest.mark.parametrize("frame_hw", [(120, 160), (240, 320), (200, 200), (60, 80), (300, 100), (128, 128)])
-def test_in_graph_letterbox_is_the_host_letterbox(frame_hw, assets: ExportedAssets):
+def test_in_graph_letterbox_is_the_host_letterbox(frame_hw, nhwc, assets: ExportedAssets):
     """Downscaled, upscaled, portrait and identity: within one grey level of cv2's uint8 resize, same pad, same
     placement; boxes map back by the same scale and are clipped to the frame."""
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8), (5, 5), 0)
     expected, scale = letterbox(frame, (128, 128), pad_bgr=PAD_BGR)
-    module = FrameLetterbox(frame_hw, (128, 128), PAD_BGR)
+    module = FrameLetterbox(frame_hw, (128, 128), PAD_BGR, nhwc=nhwc)
     got = module(torch.from_numpy(frame)[None])[0].permute(1, 2, 0).numpy()
     diff = np.abs(got - expected.astype(np.float32))
     assert diff.max() <= 1.0 and diff.mean() < 0.15, (diff.max(), diff.mean())  # cv2: 11-bit fixed point
