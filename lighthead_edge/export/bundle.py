@@ -71,7 +71,7 @@ from lighthead_edge.runtime.bundle import (
     sha256_file,
     write_manifest,
 )
-from lighthead_edge.runtime.outputs import process_alive
+from lighthead_edge.runtime.outputs import process_alive, swap_directory
 
 if TYPE_CHECKING:
     from lighthead_edge.modeling.detector import LightHeadRCNN
@@ -275,15 +275,7 @@ def _swap_in(new: Path, target: Path) -> list[str]:
         os.replace(new, target)
         return []
     kept = _carry_over(target, new)
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old", dir=target.parent))
-    old.rmdir()  # only the unique name is wanted: a folder can't be renamed onto a non-empty one
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_directory(new, target)
     return kept
 
 

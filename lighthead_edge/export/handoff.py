@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from lighthead_edge.errors import ConfigError, ExportError
 from lighthead_edge.runtime.bundle import Precision, artifact_files, file_records, sha256_file
+from lighthead_edge.runtime.outputs import swap_directory
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -275,15 +276,7 @@ def _swap_repository(new: Path, target: Path, log: Log) -> None:
             shutil.copytree(src, new / name, symlinks=True)
         else:
             shutil.copy2(src, new / name, follow_symlinks=False)
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old", dir=target.parent))
-    old.rmdir()  # only the unique name: remove_leftovers puts a .old back if the swap is cut short
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_directory(new, target)
     if kept:
         log(f"kept what the old {target} held besides the repository: {', '.join(kept)}")
 

@@ -21,8 +21,10 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,22 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return True  # someone else's process
     return True
+
+
+def swap_directory(new: Path, target: Path) -> None:
+    """Put the folder ``new`` in place of the existing folder ``target``: ``target`` is renamed aside to a unique
+    ``.NAME.PID.*.old`` first (a folder can't be renamed onto a non-empty one), put back if the rename of ``new``
+    fails, and deleted only once ``new`` is in place. A kill between the two renames leaves the ``.old`` folder, which
+    the next write to ``target`` puts back (``lighthead_edge.export.bundle.remove_leftovers``)."""
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old", dir=target.parent))
+    old.rmdir()  # only the unique name is wanted
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_leftovers(path: Path) -> None:
