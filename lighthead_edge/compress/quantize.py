@@ -11,6 +11,7 @@ precision ``int8`` and their checksums, so :class:`~lighthead_edge.runtime.detec
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -145,19 +146,29 @@ def quantize_checkpoint(
         model, class_names, payload = load_checkpoint(checkpoint)
         if s.prune_ratio:
             model = _prune(model, class_names, payload, checkpoint, s, log)
-        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads),
-                                frame_size=s.frame_size)  # fmt: skip
-        export_bundle(model, class_names, tmp, export, source=checkpoint, log=log)
-        bundle = load_bundle(tmp)
+        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
+        # a frame-in bundle's INT8 graphs are its host graphs' INT8 graphs, wrapped (export.frame_in): the host
+        # graphs are exported into a hidden folder of the bundle, quantized there, and removed
+        host = tmp / ".host" if s.frame_size else tmp
+        export_bundle(model, class_names, tmp, replace(export, frame_size=s.frame_size), source=checkpoint, log=log)
+        if s.frame_size:
+            log("exporting the host graphs, whose INT8 graphs the frame-in ones wrap")
+            export_bundle(model, class_names, host, export, source=checkpoint, log=log)
+        bundle = load_bundle(host)
         calib_set = calibration_set_for_bundle(calib, bundle, size=s.calib_size, selection=s.selection)
         log(calib_set.summary())
         quantization: dict[str, dict[str, Any]] = {}
         val = ValSet(s.val_json, bundle) if s.val_json else None  # letterboxed on first use, then shared
         for backend in s.backends:
-            entry, info = _quantize_backend(bundle, backend, calib_set.inputs, s, val, log)
+            quant, info = _quantize_backend(bundle, backend, calib_set.inputs, s, val, log)
             info["calibration"] = calib_set.summary().removeprefix("calibration: ")
             quantization[f"{backend.value}/int8"] = info
-            update_manifest(tmp, entries=[entry])
+            if s.frame_size:
+                _wrap_frame_in(bundle, load_bundle(tmp), backend, log)
+                info["frame_in"] = "the host graph's INT8 graph between the in-graph letterbox and box mapping"
+            update_manifest(tmp, entries=[_entry(load_bundle(tmp, verify=False), backend, {"quantization": quant})])
+        if s.frame_size:
+            shutil.rmtree(host)
         results, report_path = _measure_and_report(load_bundle(tmp), checkpoint, s, quantization, log)
     log(f"bundle: {out}")
     log(f"report: {out / report_path.name}")
@@ -165,6 +176,7 @@ def quantize_checkpoint(
 
 
 def _entry(bundle: Bundle, backend: Backend, extra: dict[str, Any]) -> dict[str, Any]:
+    """The manifest entry of ``bundle``'s INT8 artifact for ``backend``: its FP32 entry's record plus ``extra``."""
     return artifact_entry(backend, Precision.INT8, **{**bundle.artifact(backend, Precision.FP32).info, **extra})
 
 
@@ -186,7 +198,27 @@ def _quantize_backend(
         info = quantize_ov.quantize_artifact(src, dst, calib, ov, val=val, max_drop=s.max_drop)
     info["kept_float"] = [{"name": n, "why": "--keep-float"} for n in forced] + info.get("kept_float", [])
     quant = {"scheme": info["scheme"], "kept_float": [k["name"] for k in info.get("kept_float", [])]}
-    return _entry(bundle, backend, {"quantization": quant}), info
+    return quant, info
+
+
+def _wrap_frame_in(host: Bundle, framed: Bundle, backend: Backend, log: Log) -> None:
+    """Write ``framed``'s INT8 artifact for ``backend``: ``host``'s INT8 graph (same quantization parameters)
+    between the letterbox and the box mapping of ``framed``'s frame size, with ``framed``'s metadata."""
+    from lighthead_edge.export.frame_in import wrap_ir, wrap_onnx
+
+    src = host.root / artifact_files(backend, Precision.INT8)[0]
+    dst = framed.root / artifact_files(backend, Precision.INT8)[0]
+    log(f"wrapping the {backend.value} INT8 graph for {framed.frame_size[1]}x{framed.frame_size[0]} frames")
+    fp32 = framed.root / artifact_files(backend, Precision.FP32)[0]
+    if backend is Backend.ONNXRUNTIME:
+        from lighthead_edge.export.onnx import read_metadata
+
+        wrap, metadata = wrap_onnx, read_metadata(fp32)
+    else:
+        from lighthead_edge.export.openvino import read_rt_info
+
+        wrap, metadata = wrap_ir, read_rt_info(fp32)
+    wrap(src, dst, frame_size=framed.frame_size, input_size=framed.model_size, metadata=metadata)
 
 
 def keep_float_names(src: Path, backend: Backend, patterns: Sequence[str]) -> list[str]:
