@@ -261,9 +261,11 @@ def info(model: str, as_json: bool) -> None:
 
 from lighthead_edge.export.commands import export_cmd  # noqa: E402 - click only; the export runs inside it
 from lighthead_edge.runner_cli import run_cmd  # noqa: E402 - click only; the runtime is imported when it runs
+from lighthead_edge.serve_cli import serve_cmd  # noqa: E402 - click only; pyzmq is imported when it runs
 
 cli.add_command(export_cmd)
 cli.add_command(run_cmd)
+cli.add_command(serve_cmd)
 
 
 @cli.command()
