@@ -21,7 +21,7 @@ THREADS, SCORE = click.IntRange(1, 1024), Finite(0.0, 1.0)
 @click.option("--threads", default=None, type=THREADS, help="Inference threads [default: the engine's].")
 @click.option("--min-score", default=0.3, type=SCORE, show_default=True, help="Detections below this are not sent.")
 @click.option("--labelmap", default=None, metavar="PATH",
-              help="Write Frigate's labelmap ('0 NAME' lines, the bundle's classes) here, for model.labelmap_path.")  # fmt: skip
+              help="Write Frigate's labelmap here ('0 NAME' lines), for its model.labelmap_path.")  # fmt: skip
 @click.option("--input-pixel-format", "pixel_format", type=click.Choice(["bgr", "rgb"]), default="bgr",
               show_default=True, help="Frigate's model.input_pixel_format (its requests do not say).")  # fmt: skip
 @click.option("--input-dtype", type=click.Choice(["int", "float", "float_denorm"]), default="int",

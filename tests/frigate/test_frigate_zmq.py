@@ -229,8 +229,9 @@ class Server:
     def __init__(self, bundle: Path, socket_path: Path, *args: object) -> None:
         self.socket_path, self.endpoint = socket_path, f"ipc://{socket_path}"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "OPENVINO_TELEMETRY": "0"}
+        engine = ["--backend", "openvino", "--precision", "fp32", "--threads", "1"]
         command = [sys.executable, "-m", "lighthead_edge.cli", "serve", "--model", str(bundle), "--frigate",
-                   self.endpoint, "--backend", "openvino", "--precision", "fp32", "--threads", "1", *map(str, args)]  # fmt: skip
+                   self.endpoint, *engine, *map(str, args)]  # fmt: skip
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         self.lines: list[str] = []
@@ -433,13 +434,14 @@ def test_signals_shut_down_cleanly_and_frigate_reconnects(
     tensor = frames[4]
     client = FrigateZmqDetector(first.endpoint)
     later: list[Server] = []
+    restart = threading.Timer(0.5, lambda: later.append(Server(assets.bundle, path, "--min-score", 0)))
     try:
         np.testing.assert_allclose(client.detect_raw(tensor), expected_rows(detector, tensor), rtol=0, atol=1e-6)
         assert first.finish(signal.SIGTERM) == 0, "\n".join(first.lines)
         assert not path.exists()
         assert "1 detect" in first.lines[-1] and "stopped by SIGTERM" in first.lines[-1], first.lines
         assert not any("Traceback" in line for line in first.lines)
-        threading.Timer(0.5, lambda: later.append(Server(assets.bundle, path, "--min-score", 0))).start()
+        restart.start()
         start = time.monotonic()
         assert not client.detect_raw(tensor).any()
         assert time.monotonic() - start < 30 and client._model_ready
@@ -449,6 +451,8 @@ def test_signals_shut_down_cleanly_and_frigate_reconnects(
         assert not path.exists() and "stopped by SIGINT" in second.lines[-1]
     finally:
         client.close()
+        if restart.is_alive():
+            restart.join()
         for srv in (first, *later):
             if srv.proc.poll() is None:
                 srv.proc.kill()
@@ -516,3 +520,37 @@ def test_bad_input_is_one_line(cli, assets: ExportedAssets, server: Server, tmp_
     finally:
         busy.close()
     assert server.proc.poll() is None  # the live server was left alone
+
+
+# Frigate's field names: ZmqDetectorConfig (+ BaseDetectorConfig) in zmq_ipc.py, ModelConfig in detector_config.py
+DETECTOR_FIELDS = {"type", "endpoint", "request_timeout_ms", "linger_ms", "model", "model_path"}
+MODEL_FIELDS = {"path", "labelmap_path", "width", "height", "labelmap", "attributes_map", "input_tensor",
+                "input_pixel_format", "input_dtype", "model_type"}  # fmt: skip
+
+
+def _sections(text: str) -> dict[str, dict[str, str]]:
+    """The two-level keys of a simple YAML file: {"model": {"width": "512", ...}, "detectors.lighthead": {...}}."""
+    sections: dict[str, dict[str, str]] = {}
+    path: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split(" #")[0].rstrip()
+        if not line.strip() or line.lstrip().startswith(("#", "-")):
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        key, _, value = line.strip().partition(":")
+        path = path[:depth] + [key]
+        if value.strip():
+            sections.setdefault(".".join(path[:-1]), {})[key] = value.strip()
+    return sections
+
+
+def test_deploy_config_uses_frigates_names() -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "frigate" / "config.yml").read_text()
+    sections = _sections(text)
+    detector, model = sections["detectors.lighthead"], sections["model"]
+    assert detector["type"] == "zmq" and set(detector) <= DETECTOR_FIELDS
+    assert set(model) <= MODEL_FIELDS and {"path", "labelmap_path", "width", "height"} <= set(model)
+    assert detector["endpoint"].startswith("ipc://") and "--frigate " + detector["endpoint"] in text
+    assert "--labelmap " + model["labelmap_path"] in text
+    assert model["input_pixel_format"] == "bgr" and model["input_dtype"] == "int"  # serve's defaults
+    assert model["input_tensor"] in ("nhwc", "nchw", "hwnc", "hwcn")
