@@ -506,6 +506,11 @@ def test_bad_input_is_one_line(cli, assets: ExportedAssets, server: Server, tmp_
         (["--frigate", f"ipc://{tmp_path}/zmq", "--model", str(tmp_path / "no_bundle")], 5, "no_bundle"),
         (["--frigate", f"ipc://{tmp_path}/zmq", "--labelmap", str(tmp_path)], 7, "--labelmap"),
         (["--model", bundle], 2, "--frigate"),
+        (["--frigate", f"ipc://{tmp_path}/zmq", "--min-score", "1.5"], 2, "--min-score"),
+        (["--frigate", f"ipc://{tmp_path}/zmq", "--max-requests", "0"], 2, "--max-requests"),
+        (["--frigate", f"ipc://{tmp_path}/zmq", "--stats-every", "nan"], 2, "--stats-every"),
+        (["--frigate", f"ipc://{tmp_path}/zmq", "--input-dtype", "half"], 2, "--input-dtype"),
+        (["--frigate", f"ipc://{tmp_path}/zmq", "--input-pixel-format", "yuv"], 2, "--input-pixel-format"),
     ]
     for args, want_code, needle in cases:
         code, _, err = cli("serve", *(["--model", bundle] if "--model" not in args else []), *args)
