@@ -313,7 +313,7 @@ def _preprocessing(c, *, in_graph: bool) -> dict[str, Any]:
         "size": list(c.input_size),  # (H, W) of the model's own input
         "in_graph": in_graph,  # true: the graph takes camera frames of input.shape and letterboxes them itself
         "scale": "min(H / h, W / w)",
-        "resize": "cv2.resize, INTER_LINEAR, to round(h * scale) x round(w * scale)",
+        "resize": "bilinear (half-pixel centres) in float, rounded to uint8, to round(h * scale) x round(w * scale)",
         "placement": "top-left",
         "pad": "bottom and right",
         "pad_bgr": list(PAD_BGR),

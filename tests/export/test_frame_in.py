@@ -1,7 +1,7 @@
 """The frame-in graph (``export/quantize --frame-size WxH``): the letterbox inside the graph, boxes in frame pixels.
 
 Against the host-letterbox path (the plain bundle, the runtime letterboxing on the host) on the same frames: the
-in-graph letterbox reproduces ``cv2.resize`` + pad to within one grey level, detections match box for box, and
+in-graph letterbox reproduces the host's (exact bilinear, rounded) + pad, detections match box for box, and
 COCO AP agrees, on both engines, in FP32 and INT8.
 """
 
@@ -76,7 +76,7 @@ def frames_of(json_path: Path) -> list[np.ndarray]:
 @pytest.mark.parametrize("nhwc", [True, False])  # the onnxruntime and OpenVINO forms
 @pytest.mark.parametrize("frame_hw", [(120, 160), (240, 320), (200, 200), (60, 80), (300, 100), (128, 128)])
 def test_in_graph_letterbox_is_the_host_letterbox(frame_hw, nhwc, assets: ExportedAssets):
-    """Downscaled, upscaled, portrait and identity: within one grey level of cv2's uint8 resize, same pad, same
+    """Downscaled, upscaled, portrait and identity: the host's letterbox (a float rounding tie aside), same pad, same
     placement; boxes map back by the same scale and are clipped to the frame."""
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8), (5, 5), 0)
@@ -84,7 +84,7 @@ def test_in_graph_letterbox_is_the_host_letterbox(frame_hw, nhwc, assets: Export
     module = FrameLetterbox(frame_hw, (128, 128), PAD_BGR, nhwc=nhwc)
     got = module(torch.from_numpy(frame)[None])[0].permute(1, 2, 0).numpy()
     diff = np.abs(got - expected.astype(np.float32))
-    assert diff.max() <= 1.0 and diff.mean() < 0.15, (diff.max(), diff.mean())  # cv2: 11-bit fixed point
+    assert diff.max() <= 1.0 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     assert module.scale == pytest.approx(scale)
     boxes = torch.tensor([[[10.0, 20.0, 60.0, 127.0], [0.0, 0.0, 0.0, 0.0]]])
     mapped = module.to_frame(boxes)[0].numpy()
@@ -172,10 +172,9 @@ def test_quantize_frame_size_int8(cli, assets: ExportedAssets, framed_sets, tmp_
             np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-6)
             np.testing.assert_allclose(got["boxes"][0, :n], np.minimum(want["boxes"][0, :n] / 0.4, [320, 240] * 2),
                                        rtol=1e-5, atol=1e-3)  # fmt: skip
-        # with cv2's letterbox on the host (one grey level off on ~10% of pixels), as the runtime runs them: the tiny
-        # model's INT8 detections are low-score noise that a grey level moves (0.71 matched here); trained models
-        # are measured by scripts/bench_frame_in.py
-        assert matched_fraction(host, framed, frames) >= 0.6, backend
+        # with the host's own letterbox, as the runtime runs them (cv2's uint8 resize, one grey level off on ~25% of
+        # pixels, left 0.71 of the tiny model's low-score INT8 detections matched: see data.transforms.letterbox)
+        assert matched_fraction(host, framed, frames) >= 0.98, backend
         ap_host = evaluate_bundle(host.bundle.root, val, detector=host, progress=False)["AP"]
         ap_framed = evaluate_bundle(bundle.root, val, detector=framed, progress=False)["AP"]
         assert ap_host > 0 and abs(ap_framed - ap_host) <= 0.002, (backend, ap_host, ap_framed)
