@@ -559,3 +559,22 @@ def test_deploy_config_uses_frigates_names() -> None:
     assert "--labelmap " + model["labelmap_path"] in text
     assert model["input_pixel_format"] == "bgr" and model["input_dtype"] == "int"  # serve's defaults
     assert model["input_tensor"] in ("nhwc", "nchw", "hwnc", "hwcn")
+
+
+def test_an_engine_failure_is_one_frame_of_no_detections() -> None:
+    """In-process, no socket: a Detector that raises gives zeros + the error, counted; warnings are rate-limited."""
+    from lighthead_edge.runtime.frigate import FrigateServer
+
+    def broken(frame: np.ndarray):
+        raise RuntimeError("engine lost")
+
+    logged: list[str] = []
+    server = FrigateServer(broken, "tcp://127.0.0.1:5555", log=logged.append)
+    tensor = np.zeros((1, 32, 32, 3), np.uint8)
+    request = [json.dumps({"shape": [1, 32, 32, 3], "dtype": "uint8"}).encode(), tensor.tobytes()]
+    for _ in range(100):
+        reply = server.handle(request)
+    assert json.loads(reply[0])["error"] == "RuntimeError: engine lost"
+    assert not np.frombuffer(reply[1], np.float32).any() and len(reply[1]) == 480
+    assert server.stats.errors == 100 and server.stats.detections == 0
+    assert len(logged) == 11 and "every 100th" in logged[9] and "request 100:" in logged[10]
