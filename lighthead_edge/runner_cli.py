@@ -30,15 +30,25 @@ class RawSize(click.ParamType):
 
 @click.command("run")
 @click.option("--model", default=None, help="Bundle folder [default: $LIGHTHEAD_EDGE_BUNDLE, else the one made last].")
-@click.option("--camera", default=None, type=INDEX, help="Camera index (V4L2 / OpenCV).")
+@click.option("--camera", multiple=True, type=INDEX, help="Camera index (V4L2 / OpenCV); repeatable.")
 @click.option("--width", default=None, type=PIXELS, help="Camera: requested frame width.")
 @click.option("--height", default=None, type=PIXELS, help="Camera: requested frame height.")
 @click.option("--fps", default=None, type=POSITIVE,
               help="Camera: requested rate; --stdin-raw: the nominal rate (for --save).")  # fmt: skip
-@click.option("--video", default=None, help="Video file (anything OpenCV decodes); every frame is processed.")
+@click.option(
+    "--video", multiple=True, help="Video file (anything OpenCV decodes); every frame is processed; repeatable."
+)
 @click.option("--loop", is_flag=True, help="Video: start again at the end.")
-@click.option("--url", default=None, help="Stream URL: rtsp://, http(s):// (e.g. MJPEG), file://.")
-@click.option("--images", default=None, type=click.Path(file_okay=False), help="Folder of images, in name order.")
+@click.option("--url", multiple=True, help="Stream URL: rtsp://, http(s):// (e.g. MJPEG), file://; repeatable.")
+@click.option("--images", multiple=True, type=click.Path(file_okay=False),
+              help="Folder of images, in name order; repeatable.")  # fmt: skip
+@click.option(
+    "--sources",
+    "source_list",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A file of sources, one per line (URL, video, image folder, camera index; # comments).",
+)
 @click.option("--stdin-raw", "stdin_raw", default=None, type=RawSize(), metavar="WxH",
               help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink).")  # fmt: skip
 @click.option("--reconnect", is_flag=True, help="Camera/URL: reopen a dropped stream with exponential backoff.")
@@ -52,44 +62,59 @@ class RawSize(click.ParamType):
 @click.option("--hint", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True)
 @click.option("--drop/--no-drop", default=None,
               help="Keep only the newest frame [default: yes for camera/URL/stdin, no for files].")  # fmt: skip
-@click.option("--save", default=None, help="Annotated video (.mp4: mp4v, .avi: MJPG).")
-@click.option("--jsonl", default=None, metavar="PATH|-", help="One JSON object per frame; '-' for stdout.")
+@click.option(
+    "--save",
+    default=None,
+    help="Annotated video (.mp4: mp4v, .avi: MJPG); several sources: a path with {source}, one each.",
+)
+@click.option("--jsonl", default=None, metavar="PATH|-",
+              help="One JSON object per frame; '-' for stdout; several sources: lines carry \"source\", or a path "
+                   "with {source} makes one file each.")  # fmt: skip
 @click.option("--show", is_flag=True, help="Show a window, where a display exists.")
 @click.option("--max-frames", default=None, type=click.IntRange(min=1), help="Stop after reading this many frames.")
 @click.option("--duration", default=None, type=POSITIVE, help="Stop after this many seconds.")
-@click.option("--min-score", default=0.3, type=SCORE, show_default=True,
-              help="Detections below this are not written or drawn.")
-@click.option("--stats-every", default=5.0, type=Finite(0.0), show_default=True,
-              help="Seconds between stats lines on stderr (0: none).")
+@click.option(
+    "--min-score", default=0.3, type=SCORE, show_default=True, help="Detections below this are not written or drawn."
+)
+@click.option(
+    "--stats-every",
+    default=5.0,
+    type=Finite(0.0),
+    show_default=True,
+    help="Seconds between stats lines on stderr (0: none).",
+)
 @click.option("--summary-json", default=None, help="Also write the final summary as JSON here.")
 @click.option("--verbose", is_flag=True, help="Let OpenCV/FFmpeg print their own warnings.")
 def run_cmd(
-    model: str | None, camera: int | None, width: int | None, height: int | None, fps: float | None,
-    video: str | None, loop: bool, url: str | None, images: str | None, stdin_raw: str | None, reconnect: bool,
+    model: str | None, camera: tuple[int, ...], width: int | None, height: int | None, fps: float | None,
+    video: tuple[str, ...], loop: bool, url: tuple[str, ...], images: tuple[str, ...], source_list: str | None,
+    stdin_raw: str | None, reconnect: bool,
     backend: str | None, device: str, precision: str | None, threads: int | None, nireq: int | None, hint: str,
     drop: bool | None, save: str | None, jsonl: str | None, show: bool, max_frames: int | None,
     duration: float | None, min_score: float, stats_every: float, summary_json: str | None, verbose: bool,
 ) -> None:  # fmt: skip
-    """Run a bundle on a camera, stream, video, image folder or raw stdin; write an annotated video and/or JSONL.
+    """Run a bundle on cameras, streams, videos, image folders or raw stdin; write annotated videos and/or JSONL.
 
-    Exactly one source: --camera N, --video PATH, --url URL, --images DIR or --stdin-raw WxH. Stats go to stderr
-    every few seconds and a summary at the end; SIGINT/SIGTERM finish the frames in flight and close the files.
+    Sources: --camera N, --video PATH, --url URL, --images DIR (each repeatable), --sources FILE, --stdin-raw WxH.
+    Several sources share one compiled model: the engine takes their newest frames in turn, each source has its own
+    stats, and one that stalls or reconnects holds back no other. Stats go to stderr every few seconds and a summary
+    at the end; SIGINT/SIGTERM finish the frames in flight and close the files.
     """
-    from lighthead_edge.errors import ConfigError
-    from lighthead_edge.runtime.runner import RunSettings, run_video
+    from lighthead_edge.runtime.runner import RunSettings, read_source_list, run_video
     from lighthead_edge.runtime.sources import SourceKind, SourceSpec
 
-    sources = {SourceKind.CAMERA: camera, SourceKind.VIDEO: video, SourceKind.URL: url, SourceKind.IMAGES: images,
-               SourceKind.STDIN_RAW: stdin_raw}  # fmt: skip
-    chosen = [(kind, target) for kind, target in sources.items() if target is not None]
-    if len(chosen) != 1:
-        raise ConfigError("give exactly one source: --camera N, --video PATH, --url URL, --images DIR or "
-                          f"--stdin-raw WxH (got {len(chosen)})")  # fmt: skip
-    kind, target = chosen[0]
-    spec = SourceSpec(kind, str(target), width=width, height=height, fps=fps, loop=loop, reconnect=reconnect)
+    options = {"width": width, "height": height, "fps": fps, "loop": loop, "reconnect": reconnect}
+    given = ((SourceKind.CAMERA, camera), (SourceKind.VIDEO, video), (SourceKind.URL, url),
+             (SourceKind.IMAGES, images), (SourceKind.STDIN_RAW, (stdin_raw,) if stdin_raw else ()))  # fmt: skip
+    specs = [SourceSpec(kind, str(target), **options) for kind, targets in given for target in targets]
+    errors: list[str] = []
+    if source_list is not None:
+        listed, errors = read_source_list(source_list, **options)
+        specs += listed
     settings = RunSettings(
-        source=spec, model=model, backend=backend, device=device, threads=threads, precision=precision, nireq=nireq,
-        hint=hint, drop=drop, save=save, jsonl=jsonl, show=show, max_frames=max_frames, duration=duration,
-        min_score=min_score, stats_every=stats_every, summary_json=summary_json, verbose=verbose,
+        sources=tuple(specs), source_errors=tuple(errors), model=model, backend=backend, device=device,
+        threads=threads, precision=precision, nireq=nireq, hint=hint, drop=drop, save=save, jsonl=jsonl, show=show,
+        max_frames=max_frames, duration=duration, min_score=min_score, stats_every=stats_every,
+        summary_json=summary_json, verbose=verbose,
     )  # fmt: skip
     run_video(settings)

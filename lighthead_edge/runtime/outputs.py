@@ -138,9 +138,11 @@ def write_atomic(path: str | Path, text: str, option: str) -> None:
 
 
 def detections_record(
-    index: int, timestamp: float, frame_hw: tuple[int, int], detections: Detections, min_score: float = 0.0
-) -> dict[str, Any]:
-    """The JSONL object of one frame (see the module docstring); detections below ``min_score`` are left out."""
+    index: int, timestamp: float, frame_hw: tuple[int, int], detections: Detections, min_score: float = 0.0,
+    source: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSONL object of one frame (see the module docstring); detections below ``min_score`` are left out.
+    ``source``: the name of the frame's source, recorded as ``"source"`` (a run of several sources)."""
     names = detections.class_names
     items = [
         {
@@ -152,7 +154,8 @@ def detections_record(
         for box, score, label in zip(detections.boxes, detections.scores, detections.labels)
         if score >= min_score
     ]
-    return {"frame": int(index), "timestamp": round(float(timestamp), 6), "width": int(frame_hw[1]),
+    head = {} if source is None else {"source": source}
+    return {**head, "frame": int(index), "timestamp": round(float(timestamp), 6), "width": int(frame_hw[1]),
             "height": int(frame_hw[0]), "detections": items}  # fmt: skip
 
 
@@ -293,13 +296,14 @@ class DisplaySink:
 
     WINDOW = "lighthead-edge"
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        self.window = self.WINDOW if name is None else f"{self.WINDOW}: {name}"
         self.available, self.reason = False, ""
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             self.reason = "no display (DISPLAY is not set)"
             return
         try:
-            cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+            cv2.namedWindow(self.window, cv2.WINDOW_NORMAL)
         except cv2.error:
             self.reason = "this OpenCV has no GUI support (opencv-python-headless); install opencv-python for --show"
             return
@@ -309,9 +313,9 @@ class DisplaySink:
         """Show ``image``; False once the user pressed q or Esc."""
         if not self.available:
             return True
-        cv2.imshow(self.WINDOW, image)
+        cv2.imshow(self.window, image)
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
     def close(self) -> None:
         if self.available:
-            cv2.destroyWindow(self.WINDOW)
+            cv2.destroyWindow(self.window)

@@ -34,7 +34,7 @@ import collections
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -47,7 +47,7 @@ from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.backends import Outputs
 from lighthead_edge.runtime.detector import Detections, Detector
 from lighthead_edge.runtime.sources import Frame, Source, SourceSpec, open_source
-from lighthead_edge.runtime.stats import RunStats, Summary
+from lighthead_edge.runtime.stats import SOURCE_COUNTERS, RunStats, Summary
 
 _END = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.2  # how often blocked hand-overs look at the stop flag
@@ -66,6 +66,7 @@ class FrameMeta:
         timestamp: seconds; media time for video files, Unix time of capture otherwise.
         read_at: ``time.perf_counter()`` when the frame had been read.
         preprocess_ms, infer_ms, postprocess_ms: stage times; latency_ms: read -> detections ready.
+        source: the name of the source it came from (see :class:`Pipeline`'s ``names``).
     """
 
     index: int
@@ -75,6 +76,7 @@ class FrameMeta:
     infer_ms: float
     postprocess_ms: float
     latency_ms: float
+    source: str = ""
 
 
 class FrameResult(NamedTuple):
@@ -100,11 +102,12 @@ class FrameQueue:
     After :meth:`close` ``get`` returns what is left and then ``_END``; ``close(discard=True)`` drops the rest.
     """
 
-    def __init__(self, *, latest: bool, maxsize: int = 4) -> None:
+    def __init__(self, *, latest: bool, maxsize: int = 4, on_change: Callable[[], None] | None = None) -> None:
         self.latest, self.maxsize = latest, 1 if latest else max(1, maxsize)
         self._items: collections.deque[Any] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._on_change = on_change  # called (outside the lock) after every put and close: a consumer of many
 
     def put(self, item: Any) -> int:
         """Queue ``item``; returns how many frames were dropped for it (the one replaced, or ``item`` if closed)."""
@@ -119,7 +122,9 @@ class FrameQueue:
                 dropped = 1
             self._items.append(item)
             self._cond.notify_all()
-            return dropped
+        if self._on_change is not None:
+            self._on_change()
+        return dropped
 
     def get(self) -> Any:
         with self._cond:
@@ -129,6 +134,15 @@ class FrameQueue:
             self._cond.notify_all()
             return item
 
+    def poll(self) -> Any:
+        """The next item without waiting: None when there is none yet, ``_END`` once closed and empty."""
+        with self._cond:
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            return _END if self._closed else None
+
     def close(self, *, discard: bool = False) -> int:
         """No more puts; with ``discard``, drop what is queued. Returns how many were dropped."""
         with self._cond:
@@ -137,7 +151,9 @@ class FrameQueue:
             if discard:
                 self._items.clear()
             self._cond.notify_all()
-            return dropped
+        if self._on_change is not None:
+            self._on_change()
+        return dropped
 
 
 class AsyncEngine:
@@ -165,36 +181,72 @@ def _settle(future: Future, result: Outputs | BaseException) -> None:
         future.set_result((result, time.perf_counter()))
 
 
+class _Stream:
+    """One source of a :class:`Pipeline`: its capture thread, its hand-over queue, its frame counter and its stats."""
+
+    def __init__(self, name: str, source: Source, *, drop: bool, maxsize: int, notify: Any) -> None:
+        self.name, self.source, self.drop = name, source, drop
+        self.queue = FrameQueue(latest=drop, maxsize=maxsize, on_change=notify)
+        self.stats = RunStats()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.stopped_by: str | None = None
+
+    def sync_counters(self) -> None:
+        self.stats.set_source_counters(**source_counters(self.source))
+
+
+def source_counters(source: Source) -> dict[str, float]:
+    """A source's event counters (:data:`~lighthead_edge.runtime.stats.SOURCE_COUNTERS`), 0 where it has none."""
+    return {name: getattr(source, name, 0) for name in SOURCE_COUNTERS}
+
+
 class Pipeline:
-    """Detections of every frame of ``source``, with the stages overlapped (see the module docstring).
+    """Detections of every frame of one or several sources, with the stages overlapped (see the module docstring).
 
     Args:
-        detector: a loaded :class:`Detector`.
-        source: a :class:`Source`; :meth:`start` opens it unless it is open.
+        detector: a loaded :class:`Detector`: one compiled model serves every source.
+        source: a :class:`Source`, or a sequence of them (one capture thread each); :meth:`start` opens each one
+            that is not open.
+        names: what to call each source in results (``meta.source``), stats and output names [default: ``source.name``].
         nireq: inference requests in flight [default and at most: the detector's ``jobs``; build the
             :class:`Detector` with ``jobs=`` for more].
-        drop: keep only the newest frame [default: ``source.live``].
-        max_frames: stop after reading this many frames.
+        drop: keep only the newest frame of each source [default: per source, ``source.live``].
+        max_frames: stop reading a source after this many frames.
         duration: stop after this many seconds.
         queue_size: frames buffered between stages [default: nireq + 2].
 
-    Iterate it (in one thread) for :class:`FrameResult` s in frame order; :meth:`stop` (from any thread or a signal
-    handler) ends the run after the frames in flight, :meth:`close` (or leaving the ``with``) releases everything.
+    Iterate it (in one thread) for :class:`FrameResult` s, each source's in frame order; :meth:`stop` (from any
+    thread or a signal handler) ends the run after the frames in flight, :meth:`close` (or leaving the ``with``)
+    releases everything. With several sources, the engine takes the sources' newest frames in turn (round robin over
+    the sources that have one), so live sources share it fairly; a source that stalls or reconnects does so on its
+    own capture thread and holds back no other. A source that fails ends alone (its error is logged by the caller
+    from :attr:`failed`); the run fails only when every source failed.
     """
 
     def __init__(
-        self, detector: Detector, source: Source, *, nireq: int | None = None, drop: bool | None = None,
-        max_frames: int | None = None, duration: float | None = None, queue_size: int | None = None,
+        self, detector: Detector, source: Source | Sequence[Source], *, names: Sequence[str] | None = None,
+        nireq: int | None = None, drop: bool | None = None, max_frames: int | None = None,
+        duration: float | None = None, queue_size: int | None = None,
     ) -> None:  # fmt: skip
         if nireq is not None and nireq < 1 or max_frames is not None and max_frames < 0:
             raise ConfigError("--nireq must be >= 1 and --max-frames >= 0")
-        self.detector, self.source = detector, source
+        sources = [source] if isinstance(source, Source) else list(source)
+        if not sources:
+            raise ConfigError("a pipeline needs at least one source")
+        names = list(names) if names is not None else [s.name for s in sources]
+        if len(names) != len(sources) or len(set(names)) != len(names):
+            raise ConfigError(f"one distinct name per source, got {names}")
+        self.detector = detector
         self.nireq = min(nireq or detector.engine.jobs, detector.engine.jobs)
-        self.drop = source.live if drop is None else drop
         self.max_frames, self.duration = max_frames, duration
-        self.stats = RunStats()
+        self.stats = RunStats()  # every source together
         size = queue_size or self.nireq + 2
-        self._inputs = FrameQueue(latest=self.drop, maxsize=size)
+        self._ready = threading.Condition()
+        self._changes = 0  # bumped on every put/close of a stream queue, under _ready
+        self.streams = [_Stream(name, src, drop=src.live if drop is None else drop, maxsize=size, notify=self._notify)
+                        for name, src in zip(names, sources, strict=True)]  # fmt: skip
+        self._turn = 0  # round robin: the stream asked first for the next frame
         self._pending: queue.Queue = queue.Queue()  # bounded by the nireq semaphore
         self._results: queue.Queue = queue.Queue(maxsize=size)
         self._stop, self._closed = threading.Event(), threading.Event()
@@ -206,21 +258,45 @@ class Pipeline:
         self._finished = False  # the consumer has seen the end of the stream
         self.stopped_by: str | None = None
 
+    @property
+    def source(self) -> Source:
+        """The first source (the only one of a single-source run)."""
+        return self.streams[0].source
+
+    @property
+    def sources(self) -> list[Source]:
+        return [stream.source for stream in self.streams]
+
+    @property
+    def drop(self) -> bool:
+        """Whether stale frames are dropped (of the first source; see each stream's ``drop``)."""
+        return self.streams[0].drop
+
+    @property
+    def failed(self) -> dict[str, BaseException]:
+        """The sources that ended with an error, by name."""
+        return {s.name: s.error for s in self.streams if s.error is not None}
+
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> Pipeline:
-        """Open the source unless it is open (raising its :class:`SourceError` here) and start the stage threads;
-        idempotent."""
+        """Open every source that is not open (raising the first :class:`SourceError` here) and start the stage
+        threads; idempotent."""
         if self._threads:
             return self
-        if not self.source.is_open:
-            self.source.open()
+        for stream in self.streams:
+            if not stream.source.is_open:
+                stream.source.open()
         self._engine = AsyncEngine(self.detector, self.nireq)
         # The first inference of a compiled model is slow (lazy kernel set-up): do it before the clock starts,
         # and before the first real frame, whose latency would otherwise show it.
-        h, w = self.detector.input_size
-        self._engine.submit(np.zeros((1, h, w, 3), np.uint8)).result()
+        self._engine.submit(np.zeros(self.detector.engine.input_shape, np.uint8)).result()
         self.stats.restart()
-        for name, target in (("capture", self._capture), ("submit", self._submit), ("complete", self._complete)):
+        for stream in self.streams:
+            stream.stats.restart()
+            stream.thread = threading.Thread(target=self._capture, args=(stream,), daemon=True,
+                                             name=f"lighthead-capture-{stream.name}")  # fmt: skip
+            stream.thread.start()
+        for name, target in (("submit", self._submit), ("complete", self._complete)):
             self._threads[name] = threading.Thread(target=target, name=f"lighthead-{name}", daemon=True)
             self._threads[name].start()
         if self.duration is not None:
@@ -234,14 +310,18 @@ class Pipeline:
         if not self._stop.is_set():
             self.stopped_by = self.stopped_by or reason
         self._stop.set()
-        self.source.interrupt()
-        self.stats.add_dropped(self._inputs.close(discard=True))
+        for stream in self.streams:
+            stream.source.interrupt()
+            dropped = stream.queue.close(discard=True)
+            stream.stats.add_dropped(dropped)
+            self.stats.add_dropped(dropped)
 
     def close(self) -> None:
-        """Stop, wait for the stage threads, and release the engine and the source."""
+        """Stop, wait for the stage threads, and release the engine and the sources."""
         if self._finished:
             self._stop.set()
-            self.source.interrupt()
+            for stream in self.streams:
+                stream.source.interrupt()
         else:
             self.stop("close")  # the consumer left before the end
         self._closed.set()
@@ -250,13 +330,16 @@ class Pipeline:
         for name in ("submit", "complete"):
             if name in self._threads:
                 self._threads[name].join()
-        capture = self._threads.get("capture")
-        if capture is not None:
-            capture.join(timeout=6.0)  # a stalled stream read times out after 5 s; stdin may block for ever
+        deadline = time.monotonic() + 6.0  # a stalled stream read times out after 5 s; stdin may block for ever
+        for stream in self.streams:
+            if stream.thread is not None:
+                stream.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._engine is not None:
             self._engine.close()
-        if capture is None or not capture.is_alive():
-            self.source.close()  # never under a read still running in the capture thread
+        for stream in self.streams:
+            if stream.thread is None or not stream.thread.is_alive():
+                stream.source.close()  # never under a read still running in the capture thread
+            stream.stats.finish()
         self.stats.finish()
 
     def __enter__(self) -> Pipeline:
@@ -266,40 +349,84 @@ class Pipeline:
         self.close()
 
     def summary(self, settings: dict[str, Any] | None = None) -> Summary:
-        """Counters and stage latencies so far (see :class:`~lighthead_edge.runtime.stats.Summary`)."""
-        return self.stats.summary(self.stopped_by, settings)
+        """Counters and stage latencies so far (see :class:`~lighthead_edge.runtime.stats.Summary`); with several
+        sources, each one's own summary is in ``streams``."""
+        summary = self.stats.summary(self.stopped_by, settings)
+        if len(self.streams) > 1:
+            summary.streams = {s.name: s.stats.summary(s.stopped_by, {"source": s.source.name}).to_dict()
+                               for s in self.streams}  # fmt: skip
+            summary.failed = {name: str(error) for name, error in self.failed.items()}
+        return summary
 
     # --------------------------------------------------------------------------------------------------- stages
+    def _notify(self) -> None:
+        with self._ready:
+            self._changes += 1
+            self._ready.notify_all()
+
     def _fail(self, exc: BaseException) -> None:
         self._error = self._error or exc
         self.stop("error")
 
     def _sync_counters(self) -> None:
-        self.stats.set_source_counters(self.source.corrupt, self.source.missing, self.source.reconnects)
+        totals = {name: 0 for name in SOURCE_COUNTERS}
+        for stream in self.streams:
+            stream.sync_counters()
+            for name, value in source_counters(stream.source).items():
+                totals[name] += value
+        self.stats.set_source_counters(**totals)
 
-    def _capture(self) -> None:
+    def _capture(self, stream: _Stream) -> None:
         index = 0
         try:
             while not self._stop.is_set():
                 if self.max_frames is not None and index >= self.max_frames:
-                    self.stopped_by = self.stopped_by or "max-frames"
+                    stream.stopped_by = "max-frames"
                     break
                 start = time.perf_counter()
-                frame = self.source.read()
+                frame = stream.source.read()
                 read_at = time.perf_counter()
                 self._sync_counters()
                 if frame is None:
                     break
-                self.stats.add_read(_ms(start, read_at))
-                self.stats.add_dropped(self._inputs.put(_Captured(index, frame, read_at)))
+                for stats in (stream.stats, self.stats):
+                    stats.add_read(_ms(start, read_at))
+                dropped = stream.queue.put(_Captured(index, frame, read_at))
+                stream.stats.add_dropped(dropped)
+                self.stats.add_dropped(dropped)
                 index += 1
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
-            # the frames already read are still processed; the error is raised after them
-            self._error = self._error or exc
-            self.stopped_by = self.stopped_by or "error"
+            # the frames already read are still processed; the error is raised after them (or, while other
+            # sources go on, reported by whoever reads `failed`)
+            stream.error, stream.stopped_by = exc, "error"
         finally:
             self._sync_counters()
-            self._inputs.close()
+            stream.queue.close()
+            if all(s.stopped_by == "max-frames" for s in self.streams):
+                self.stopped_by = self.stopped_by or "max-frames"
+
+    def _next_frame(self) -> tuple[_Stream, Any] | object:
+        """The next stream's frame in round-robin order among the streams that have one (waiting for one), or
+        ``_END`` once every stream has ended and been drained."""
+        while True:
+            with self._ready:
+                seen = self._changes
+            open_streams = 0
+            n = len(self.streams)
+            for k in range(n):
+                stream = self.streams[(self._turn + k) % n]
+                item = stream.queue.poll()
+                if item is _END:
+                    continue
+                open_streams += 1
+                if item is not None:
+                    self._turn = (self._turn + k + 1) % n
+                    return stream, item
+            if not open_streams:
+                return _END
+            with self._ready:
+                if self._changes == seen:
+                    self._ready.wait(_POLL_S)
 
     def _submit(self) -> None:
         try:
@@ -308,14 +435,16 @@ class Pipeline:
                 while not self._slots.acquire(timeout=_POLL_S):
                     if self._closed.is_set() and self._error is not None:
                         return
-                item = self._inputs.get()
-                if item is _END:
+                found = self._next_frame()
+                if found is _END:
                     self._slots.release()
                     return
+                stream, item = found
                 start = time.perf_counter()
                 prepared = self.detector.preprocess(item.frame.image)
                 submitted = time.perf_counter()
-                self._pending.put((item, prepared, self._engine.submit(prepared.input), start, submitted))
+                future = self._engine.submit(prepared.input)
+                self._pending.put((stream, item, prepared, future, start, submitted))
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
         finally:
@@ -324,7 +453,7 @@ class Pipeline:
     def _complete(self) -> None:
         try:
             while (entry := self._pending.get()) is not _END:
-                item, prepared, future, start, submitted = entry
+                stream, item, prepared, future, start, submitted = entry
                 try:
                     outputs, done = future.result()
                 finally:
@@ -333,12 +462,20 @@ class Pipeline:
                 detections = self.detector.postprocess(outputs, prepared)
                 ready = time.perf_counter()
                 meta = FrameMeta(item.index, item.frame.timestamp, item.read_at, _ms(start, submitted),
-                                 _ms(submitted, done), _ms(post_start, ready), _ms(item.read_at, ready))  # fmt: skip
-                self.stats.add_processed(meta.preprocess_ms, meta.infer_ms, meta.postprocess_ms, meta.latency_ms)
+                                 _ms(submitted, done), _ms(post_start, ready), _ms(item.read_at, ready),
+                                 stream.name)  # fmt: skip
+                for stats in (stream.stats, self.stats):
+                    stats.add_processed(meta.preprocess_ms, meta.infer_ms, meta.postprocess_ms, meta.latency_ms)
                 self._emit(FrameResult(item.frame.image, detections, meta))
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
         finally:
+            errors = [s.error for s in self.streams if s.error is not None]
+            if errors and len(errors) == len(self.streams):  # every source failed: the run did
+                self._error = self._error or errors[0]
+                self.stopped_by = self.stopped_by or "error"
+            for stream in self.streams:
+                stream.stats.finish()
             self.stats.finish()
             self._emit(_END)
 
@@ -349,6 +486,13 @@ class Pipeline:
                 return
             except queue.Full:
                 continue
+
+    def add_output(self, result: FrameResult, ms: float) -> None:
+        """Record the output stage (drawing, writing) of ``result``, done by the consumer."""
+        self.stats.add_output(ms)
+        stream = next((s for s in self.streams if s.name == result.meta.source), None)
+        if stream is not None:
+            stream.stats.add_output(ms)
 
     # ---------------------------------------------------------------------------------------------- consumption
     def __iter__(self) -> Iterator[FrameResult]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from urllib.request import url2pathname
 
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.bundle import BundleError
-from lighthead_edge.runtime.sources import IMAGE_SUFFIXES, SourceKind, SourceSpec, open_source, quiet_opencv
+from lighthead_edge.runtime.sources import IMAGE_SUFFIXES, SourceKind, SourceSpec, open_source, quiet_opencv, redact
 from lighthead_edge.runtime.stats import Summary
 
 Log = Callable[[str], None]
@@ -79,9 +80,15 @@ def resolve_bundle(model: str | Path | None) -> Path:
 # ------------------------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything ``lighthead-edge run`` takes (see its ``--help``)."""
+    """Everything ``lighthead-edge run`` takes (see its ``--help``).
 
-    source: SourceSpec
+    ``source`` is the source of a single-source run; ``sources`` all of them (either sets the other). With several
+    sources, ``--save`` needs :data:`SOURCE_PATTERN` in its path (one video per source), and ``--jsonl`` gets one
+    file per source with it, or else one file whose lines carry ``"source"``. ``source_errors`` are the lines of a
+    ``--sources`` list that named no usable source (each a message; counted in the summary's ``failed``).
+    """
+
+    source: SourceSpec | None = None
     model: str | None = None
     backend: str | None = None  # None: OpenVINO if installed, else ONNX Runtime
     device: str = "CPU"
@@ -99,14 +106,96 @@ class RunSettings:
     stats_every: float = 5.0
     summary_json: str | None = None
     verbose: bool = False
+    sources: tuple[SourceSpec, ...] = ()
+    source_errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.source is not None and not self.sources:
+            object.__setattr__(self, "sources", (self.source,))
+        if self.source is None and self.sources:
+            object.__setattr__(self, "source", self.sources[0])
+        if not self.sources:
+            raise ConfigError(
+                "no usable source"
+                + (
+                    f": {'; '.join(self.source_errors)}"
+                    if self.source_errors
+                    else "; give --camera N, --video PATH, --url URL, --images DIR, --stdin-raw WxH or --sources"
+                )
+            )
+        if sum(s.kind is SourceKind.STDIN_RAW for s in self.sources) > 1:
+            raise ConfigError("only one --stdin-raw source: standard input is one stream")
+        if len(self.sources) > 1 and self.save and SOURCE_PATTERN not in self.save:
+            raise ConfigError(f"--save with {len(self.sources)} sources needs {SOURCE_PATTERN} in its path, one video "
+                              f"per source, e.g. out_{SOURCE_PATTERN}.mp4")  # fmt: skip
         if self.duration is not None and self.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("--threads must be >= 1")
         if not 0.0 <= self.min_score <= 1.0:
             raise ConfigError("--min-score must be in [0, 1]")
+
+    @property
+    def names(self) -> list[str]:
+        """Each source's name (:func:`source_names`)."""
+        return source_names(self.sources)
+
+
+SOURCE_PATTERN = "{source}"
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "file", "udp", "tcp", "srt")
+
+
+def source_names(specs: Sequence[SourceSpec]) -> list[str]:
+    """A short name per source, for results (``"source"`` in JSONL), stats and :data:`SOURCE_PATTERN` in output
+    paths: ``camera0``, a file's or folder's stem, a URL's last path part (else its host), ``stdin``; letters,
+    digits, ``-`` and ``_`` only, made unique with ``-2``, ``-3``, ..."""
+    names: list[str] = []
+    for spec in specs:
+        if spec.kind is SourceKind.CAMERA:
+            base = f"camera{spec.target}"
+        elif spec.kind is SourceKind.URL:
+            parts = urlsplit(spec.target)
+            base = Path(parts.path).stem or (parts.hostname or "stream")
+        elif spec.kind is SourceKind.STDIN_RAW:
+            base = Path(spec.target.partition("@")[2]).name or "stdin"
+        else:
+            base = Path(spec.target).stem or "source"
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or "source"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
+
+
+def read_source_list(path: str | Path, **options: Any) -> tuple[list[SourceSpec], list[str]]:
+    """The sources of a ``--sources`` file, one per line (a URL, a video file, an image folder, a camera index;
+    blank lines and ``#`` comments are skipped) -> (specs, one message per line that names no usable source).
+
+    A line is refused when its URL scheme is not a stream's (:data:`STREAM_SCHEMES`) or its file or folder does not
+    exist; ``options`` (``reconnect``, ``loop``, ``width``, ...) apply to every line.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"can't read --sources {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    specs, errors = [], []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"--sources {path} line {number}"
+        if "://" in line:
+            scheme = line.split("://", 1)[0].lower()
+            if scheme not in STREAM_SCHEMES:
+                errors.append(f"{where}: {redact(line)!r} is no stream URL (schemes: {', '.join(STREAM_SCHEMES)})")
+                continue
+        elif not line.isdigit() and not Path(line).exists():
+            errors.append(f"{where}: {line!r} is no camera index, URL, video file or image folder (not found)")
+            continue
+        specs.append(SourceSpec.guess(line, **options))
+    return specs, errors
 
 
 # -------------------------------------------------------------------------------------------------------- signals
@@ -203,19 +292,35 @@ def _inputs(spec: SourceSpec, bundle: Path) -> Iterator[tuple[str, Path]]:
             yield f"a file of the bundle {bundle}", file
 
 
+def expand(path: str, name: str) -> str:
+    """An output path for the source ``name``: :data:`SOURCE_PATTERN` replaced by it."""
+    return path.replace(SOURCE_PATTERN, name)
+
+
+def _outputs(settings: RunSettings) -> list[tuple[str, Path]]:
+    """(option, path) of every file the run writes (one per source where the path has :data:`SOURCE_PATTERN`)."""
+    found = []
+    for option, path in (("--save", settings.save), ("--jsonl", settings.jsonl),
+                         ("--summary-json", settings.summary_json)):  # fmt: skip
+        if not path or path == "-":
+            continue
+        paths = dict.fromkeys(expand(path, name) for name in settings.names) if option != "--summary-json" else [path]
+        found += [(option, Path(p)) for p in paths]
+    return found
+
+
 def check_paths(settings: RunSettings, bundle: Path) -> None:
     """Before anything is opened: no output is an input (the video, an image, a bundle file) or another output (a
     one-line :class:`ConfigError` naming both), and each output can be written (:class:`OutputError`)."""
     from lighthead_edge.runtime.outputs import check_writable
 
-    outputs = [(option, Path(path)) for option, path in
-               (("--save", settings.save), ("--jsonl", settings.jsonl), ("--summary-json", settings.summary_json))
-               if path and path != "-"]  # fmt: skip
+    outputs = _outputs(settings)
     if not outputs:
         return
     taken: dict[object, str] = {}
-    for name, path in _inputs(settings.source, bundle):
-        taken.update(dict.fromkeys(_identity(path), f"{name} {path}"))
+    for spec in settings.sources:
+        for name, path in _inputs(spec, bundle):
+            taken.update(dict.fromkeys(_identity(path), f"{name} {path}"))
     for option, path in outputs:
         keys = _identity(path)
         clash = next((taken[key] for key in keys if key in taken), None)
@@ -228,19 +333,31 @@ def check_paths(settings: RunSettings, bundle: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- run
 class _Outputs:
-    """The sinks that ``settings`` asks for. Opened only once the source is open and the bundle loaded, so a failed
-    start leaves every old output as it was; leaving the ``with`` finalizes them (the first failure is raised)."""
+    """The sinks that ``settings`` asks for, per source. Opened only once the sources are open and the bundle
+    loaded, so a failed start leaves every old output as it was; leaving the ``with`` finalizes them (the first
+    failure is raised)."""
 
-    def __init__(self, settings: RunSettings, fps: float | None, log: Log) -> None:
+    def __init__(self, settings: RunSettings, streams: Sequence[tuple[str, float | None]], log: Log) -> None:
         from lighthead_edge.runtime.outputs import DisplaySink, JsonlSink, VideoSink
 
         self.min_score = settings.min_score
-        self.video = VideoSink(settings.save, fps or settings.source.fps or 25.0) if settings.save else None
-        self.jsonl = JsonlSink(settings.jsonl) if settings.jsonl else None  # last: the one that truncates a file
-        self.display = DisplaySink() if settings.show else None
-        if self.display is not None and not self.display.available:
-            log(f"warning: --show ignored: {self.display.reason}")
-            self.display = None
+        self.several = len(streams) > 1 or len(settings.sources) > 1
+        fallback = settings.source.fps or 25.0
+        self.videos = {name: VideoSink(expand(settings.save, name), fps or fallback)
+                       for name, fps in streams} if settings.save else {}  # fmt: skip
+        self.jsonl: dict[str | None, Any] = {}  # last: the one that truncates a file; None: one file for all
+        if settings.jsonl and SOURCE_PATTERN in settings.jsonl:
+            self.jsonl = {name: JsonlSink(expand(settings.jsonl, name)) for name, _ in streams}
+        elif settings.jsonl:
+            self.jsonl = {None: JsonlSink(settings.jsonl)}
+        self.displays: dict[str, Any] = {}
+        if settings.show:
+            for name, _ in streams:
+                display = DisplaySink(name if self.several else None)
+                if not display.available:
+                    log(f"warning: --show ignored: {display.reason}")
+                    break
+                self.displays[name] = display
 
     def __enter__(self) -> _Outputs:
         return self
@@ -249,10 +366,9 @@ class _Outputs:
         from lighthead_edge.runtime.outputs import OutputError
 
         errors = []
-        for sink in (self.video, self.jsonl, self.display):
+        for sink in (*self.videos.values(), *self.jsonl.values(), *self.displays.values()):
             try:
-                if sink is not None:
-                    sink.close()
+                sink.close()
             except OutputError as error:
                 errors.append(error)
         if errors and exc_type is None:  # an error already on its way is the one reported
@@ -264,33 +380,91 @@ class _Outputs:
         from lighthead_edge.runtime.outputs import OutputClosed, detections_record
 
         frame, dets, meta = result
-        if self.jsonl is not None:
+        key = meta.source if meta.source in self.jsonl else None
+        sink = self.jsonl.get(key)
+        if sink is not None:
+            record = detections_record(meta.index, meta.timestamp, frame.shape[:2], dets, self.min_score,
+                                       source=meta.source if self.several else None)  # fmt: skip
             try:
-                self.jsonl.write(detections_record(meta.index, meta.timestamp, frame.shape[:2], dets, self.min_score))
+                sink.write(record)
             except OutputClosed:
-                self.jsonl = None
+                del self.jsonl[key]
                 pipeline.stop("jsonl reader closed")
-        if self.video is None and self.display is None:
+        video, display = self.videos.get(meta.source), self.displays.get(meta.source)
+        if video is None and display is None:
             return
         annotated = draw_detections(frame, dets.boxes, dets.scores, dets.labels, dets.class_names,
                                     min_score=self.min_score)  # fmt: skip
-        if self.video is not None:
-            self.video.write(annotated)
-        if self.display is not None and not self.display.show(annotated):
+        if video is not None:
+            video.write(annotated)
+        if display is not None and not display.show(annotated):
             pipeline.stop("window closed")
 
 
 def _describe(settings: RunSettings, bundle: Path, detector: Any, pipeline: Any) -> dict[str, Any]:
-    return {
+    described = {
         "bundle": str(bundle), "artifact": detector.artifact.key, "device": settings.device,
         "threads": settings.threads, "nireq": pipeline.nireq, "hint": settings.hint, "source": pipeline.source.name,
         "drop_stale_frames": pipeline.drop, "source_spec": {k: v for k, v in asdict(settings.source).items()},
     }  # fmt: skip
+    if len(settings.sources) > 1:
+        described["sources"] = {
+            name: {"source": src.name, **asdict(spec)}
+            for name, spec, src in zip(settings.names, settings.sources, _opened(pipeline, settings), strict=True)
+        }
+    return described
+
+
+def _opened(pipeline: Any, settings: RunSettings) -> list[Any]:
+    """Per source of ``settings``: its Source in the pipeline, or a stand-in naming it when it failed to open."""
+    by_name = {stream.name: stream.source for stream in pipeline.streams}
+    return [by_name.get(name) or _Named(name) for name in settings.names]
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
 
 
 def _log_start(log: Log, bundle: Path, detector: Any, pipeline: Any) -> None:
-    log(f"running {bundle} ({detector.artifact.key}, nireq {pipeline.nireq}) on {pipeline.source.name}"
+    where = (
+        pipeline.source.name
+        if len(pipeline.streams) == 1
+        else f"{len(pipeline.streams)} sources: " + ", ".join(f"{s.name} ({s.source.name})" for s in pipeline.streams)
+    )
+    log(f"running {bundle} ({detector.artifact.key}, nireq {pipeline.nireq}) on {where}"
         + (" (newest frame first; stale frames dropped)" if pipeline.drop else ""))  # fmt: skip
+
+
+def _open_sources(settings: RunSettings, log: Log) -> tuple[list[tuple[str, Any]], dict[str, str]]:
+    """Open every source at once (a stream that takes its full timeout holds back no other) -> ([(name, open
+    source)], {name: why it failed}). One source that fails raises its :class:`SourceError`; of several, a failure
+    is a warning and the run goes on with the rest, unless none opened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lighthead_edge.runtime.sources import SourceError
+
+    sources = [(name, open_source(spec, log=log)) for name, spec in zip(settings.names, settings.sources, strict=True)]
+
+    def try_open(source: Any) -> SourceError | None:
+        try:
+            source.open()
+        except SourceError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, len(sources))) as pool:
+        errors = list(pool.map(try_open, [source for _, source in sources]))
+    if len(sources) == 1 and errors[0] is not None and not settings.source_errors:
+        raise errors[0]
+    opened = [(name, source) for (name, source), error in zip(sources, errors, strict=True) if error is None]
+    failed = {name: str(error) for (name, _), error in zip(sources, errors, strict=True) if error is not None}
+    if not opened:
+        raise SourceError(f"none of the {len(sources)} sources could be opened: "
+                          + "; ".join(f"{name}: {why}" for name, why in failed.items()))  # fmt: skip
+    for name, why in failed.items():
+        log(f"warning: source {name} left out: {why}")
+    return opened, failed
 
 
 def run_video(
@@ -306,35 +480,46 @@ def run_video(
 
     if not settings.verbose:
         quiet_opencv()
+    for message in settings.source_errors:
+        log(f"warning: {message}")
     bundle = resolve_bundle(settings.model)
     check_paths(settings, bundle)  # an input named as an output, or an unwritable path: before anything opens
     stopper = _Stopper()
     with graceful_signals(stopper.stop, log):
-        source = open_source(settings.source, log=log)
+        opened, failed = _open_sources(settings, log)
         try:
-            source.open()
             detector = Detector(bundle, settings.backend, settings.device, settings.threads, settings.precision,
                                 hint=settings.hint, jobs=settings.nireq)  # fmt: skip
-            pipeline = Pipeline(detector, source, nireq=settings.nireq, drop=settings.drop,
-                                max_frames=settings.max_frames, duration=settings.duration)  # fmt: skip
+            pipeline = Pipeline(detector, [source for _, source in opened], names=[name for name, _ in opened],
+                                nireq=settings.nireq, drop=settings.drop, max_frames=settings.max_frames,
+                                duration=settings.duration)  # fmt: skip
         except BaseException:
-            source.close()
+            for _, source in opened:
+                source.close()
             raise
         try:
             pipeline.start()
             stopper.attach(pipeline)
-            with _Outputs(settings, pipeline.source.fps, log) as outputs:  # only now: the inputs and bundle work
+            streams = [(stream.name, stream.source.fps) for stream in pipeline.streams]
+            with _Outputs(settings, streams, log) as outputs:  # only now: the inputs and bundle work
                 _log_start(log, bundle, detector, pipeline)
                 with _StatsPrinter(pipeline.stats.window_line, settings.stats_every, log):
                     for result in pipeline:
                         start = time.perf_counter()
                         outputs.write(result, pipeline)
-                        pipeline.stats.add_output((time.perf_counter() - start) * 1000.0)
+                        pipeline.add_output(result, (time.perf_counter() - start) * 1000.0)
                         if on_frame is not None:
                             on_frame(result, pipeline)
         finally:
             pipeline.close()
     summary = pipeline.summary(settings=_describe(settings, bundle, detector, pipeline))
+    for name, error in pipeline.failed.items():
+        if len(pipeline.streams) > 1:
+            log(f"warning: source {name} ended with an error: {error}")
+    refused = {message.split(": ", 1)[0]: message.split(": ", 1)[1] for message in settings.source_errors}
+    summary.failed = {**refused, **failed, **summary.failed}
+    if len(settings.sources) > 1 and not summary.streams:
+        summary.streams = {pipeline.streams[0].name: pipeline.summary().to_dict()}
     if settings.summary_json:  # before the summary is logged: a failure (e.g. /dev/full) is the one line after start
         write_atomic(settings.summary_json, json.dumps(summary.to_dict(), indent=2), "--summary-json")
     log(summary.format())

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "output", "latency")
+# what a source counts (runtime.sources.Source): skipped frames, and the events of a live stream
+SOURCE_COUNTERS = ("corrupt", "missing", "reconnects", "reconnect_attempts", "gaps", "gap_seconds",
+                   "resolution_changes")  # fmt: skip
 _LOW_MS, _RATIO, _BUCKETS = 1e-3, 1.02, 1100  # 1 us .. ~3 h
 
 
@@ -63,7 +66,10 @@ class Histogram:
 @dataclass
 class Summary:
     """What a run did. ``frames_read == processed + dropped`` when it ends normally; ``corrupt`` and ``missing``
-    frames were never read as frames, so they are counted apart."""
+    frames were never read as frames, so they are counted apart. A live stream's events: ``reconnects`` (successful
+    reopens) of ``reconnect_attempts``, ``gaps`` (outages) lasting ``gap_seconds`` in all, ``resolution_changes``.
+    With several sources, ``streams`` holds each one's own summary (as a dict) by name, and ``failed`` the error of
+    each source that ended with one."""
 
     frames_read: int
     processed: int
@@ -76,9 +82,29 @@ class Summary:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     stopped_by: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    reconnect_attempts: int = 0
+    gaps: int = 0
+    gap_seconds: float = 0.0
+    resolution_changes: int = 0
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _events(self: Summary | dict[str, Any]) -> str:
+        """ ", reconnects 1 of 3 attempts, 1 gap (7.2 s), 1 resolution change" (what happened)."""
+        get = self.get if isinstance(self, dict) else lambda key, default=0: getattr(self, key, default)
+        text = ""
+        if get("reconnect_attempts", 0) or get("reconnects", 0):
+            text += f", reconnects {get('reconnects', 0)} of {max(get('reconnect_attempts', 0), get('reconnects', 0))}"
+            text += " attempts"
+        if get("gaps", 0):
+            text += f", {get('gaps')} gap{'s' if get('gaps') > 1 else ''} ({get('gap_seconds', 0.0):.1f} s)"
+        if get("resolution_changes", 0):
+            n = get("resolution_changes")
+            text += f", {n} resolution change{'s' if n > 1 else ''}"
+        return text
 
     def format(self) -> str:
         """A few lines for stderr."""
@@ -86,9 +112,17 @@ class Summary:
             f"summary: {self.processed} frames processed in {self.seconds:.1f} s ({self.fps:.1f} fps); "
             f"read {self.frames_read}, dropped {self.dropped}, corrupt {self.corrupt}"
             + (f", missing {self.missing} (file shorter than its header says: truncated?)" if self.missing else "")
-            + (f", reconnects {self.reconnects}" if self.reconnects else "")
+            + self._events()
             + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""),
         ]
+        for name, s in self.streams.items():
+            lines.append(
+                f"  {name}: {s['processed']} frames ({s['fps']:.1f} fps), latency p50 "
+                f"{s['stages']['latency']['p50_ms']:.1f} ms, dropped {s['dropped']}, corrupt {s['corrupt']}"
+                + Summary._events(s)
+                + (f"; failed: {self.failed[name]}" if name in self.failed else "")
+            )
+
         if any(s["count"] for s in self.stages.values()):
             lines.append("  stage        p50 ms   p95 ms  mean ms   max ms")
         for name in STAGES:
@@ -107,7 +141,9 @@ class RunStats:
         self._lock = threading.RLock()
         self.stages = {name: Histogram() for name in STAGES}
         self.frames_read = self.processed = self.dropped = 0
-        self.corrupt = self.missing = self.reconnects = 0
+        self.corrupt = self.missing = self.reconnects = self.reconnect_attempts = 0
+        self.gaps = self.resolution_changes = 0
+        self.gap_seconds = 0.0
         self.ended: float | None = None
         self.restart()
 
@@ -141,8 +177,12 @@ class RunStats:
         with self._lock:
             self.stages["output"].add(output_ms)
 
-    def set_source_counters(self, corrupt: int, missing: int, reconnects: int) -> None:
-        self.corrupt, self.missing, self.reconnects = corrupt, missing, reconnects
+    def set_source_counters(self, **counters: float) -> None:
+        """The source's own counters (names from :data:`SOURCE_COUNTERS`), as it reports them now."""
+        for name, value in counters.items():
+            if name not in SOURCE_COUNTERS:
+                raise TypeError(f"unknown source counter {name!r}")
+            setattr(self, name, value)
 
     def window_line(self) -> str:
         """The periodic stats line (fps and latency since the last one), and start a new window."""
@@ -153,7 +193,11 @@ class RunStats:
             self._window, self._window_start, self._window_frames = Histogram(), now, 0
             line = (f"[{now - self.started:7.1f} s] {fps:6.1f} fps  latency p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  "
                     f"processed {self.processed}  dropped {self.dropped}  corrupt {self.corrupt}")  # fmt: skip
-        return line + (f"  reconnects {self.reconnects}" if self.reconnects else "")
+        return (
+            line
+            + (f"  reconnects {self.reconnects}" if self.reconnects else "")
+            + (f"  gaps {self.gaps} ({self.gap_seconds:.1f} s)" if self.gaps else "")
+        )
 
     def finish(self) -> None:
         self.ended = self.ended or time.perf_counter()
@@ -166,5 +210,6 @@ class RunStats:
                 missing=self.missing, reconnects=self.reconnects, seconds=seconds,
                 fps=self.processed / seconds if seconds > 0 else 0.0,
                 stages={name: h.describe() for name, h in self.stages.items()}, stopped_by=stopped_by,
-                settings=dict(settings or {}),
+                settings=dict(settings or {}), reconnect_attempts=self.reconnect_attempts, gaps=self.gaps,
+                gap_seconds=round(float(self.gap_seconds), 3), resolution_changes=self.resolution_changes,
             )  # fmt: skip

@@ -95,7 +95,9 @@ def media(assets: ExportedAssets, tmp_path_factory: pytest.TempPathFactory) -> d
         writer.write(frame)
     writer.release()
     FakeCapture.frames = frames[:FRAMES]
-    return {"bundle": assets.bundle, "images": root / "images", "clip": root / "clip.avi"}
+    listed = root / "sources.txt"  # the clip, the image folder, a comment and a line that names nothing
+    listed.write_text(f"# two cameras\n{root / 'clip.avi'}\n\n{root / 'images'}\n{root / 'gone.mp4'}\n")
+    return {"bundle": assets.bundle, "images": root / "images", "clip": root / "clip.avi", "srclist": listed}
 
 
 @pytest.fixture
@@ -120,7 +122,7 @@ def run(media, monkeypatch, tmp_path, capsys):
             monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": io.BytesIO(stdin), "isatty": lambda s: 0})())
         names = {**{k: str(v) for k, v in media.items()}, **{k: str(v) for k, v in seen.files.items()}, "fake": ""}
         argv = [a.format(**names) for a in args if a != "{fake}"]
-        if not {"--camera", "--video", "--url", "--images", "--stdin-raw"} & set(argv):
+        if not {"--camera", "--video", "--url", "--images", "--stdin-raw", "--sources"} & set(argv):
             argv += ["--images", names["images"]]
         if "--stats-every" not in argv:
             argv += ["--stats-every", "0"]
@@ -155,6 +157,12 @@ CASES = {
     "url": (["{fake}", "--url", "rtsp://cam.local/stream"],
             lambda s, m: s.captures[0].target == "rtsp://cam.local/stream" and _read(s) == FRAMES),
     "images": ([], lambda s, m: s.pipeline.source.folder == m["images"] and _read(s) == FRAMES),
+    "source_list": (["--sources", "{srclist}", "--summary-json", "{summary}"],
+                    lambda s, m: [st.name for st in s.pipeline.streams] == ["clip", "images"]
+                    and _read(s) == CLIP + FRAMES and "line 5: " in s.log and "gone.mp4" in s.log
+                    and list(s.summary()["failed"]) == [f"--sources {m['srclist']} line 5"]
+                    and {k: v["processed"] for k, v in s.summary()["streams"].items()} == {"clip": CLIP,
+                                                                                          "images": FRAMES}),
     "stdin_raw": (["--stdin-raw", "8x6"],
                   lambda s, m: s.pipeline.source.name.startswith("raw 8x6") and _read(s) == 2),
     "reconnect": (["{fake}", "--camera", "0", "--reconnect", "--max-frames", str(FRAMES + 1)],

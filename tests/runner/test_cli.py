@@ -71,7 +71,8 @@ def test_missing_camera_one_line_error_within_two_seconds(run_cli, tiny_bundle: 
     ("args", "code", "match"),
     [
         (["--video", "missing.mp4"], 6, "not found"),
-        (["--video", "x.mp4", "--camera", "0"], 2, "exactly one source"),
+        (["--video", "x.mp4", "--camera", "9"], 6, "none of the 2 sources could be opened: camera9: camera 9"),
+        ([], 2, "no usable source; give --camera N"),
         (["--stdin-raw", "64by48"], 2, "WIDTHxHEIGHT"),
         (["--images", "."], 6, "no images"),
     ],

@@ -202,13 +202,16 @@ def test_save_on_a_device_or_fifo_is_refused_before_anything_opens(cli, bundle: 
 def test_summary_and_jsonl_are_written_into_a_fifo(cli, bundle: Path, work: Path) -> None:
     """A FIFO (e.g. ``--summary-json >(jq .)``) gets the text and stays a FIFO; a rename would have replaced it."""
     got: dict[str, bytes] = {}
+    readers = []
     for name in ("summary", "jsonl"):
         os.mkfifo(work / name)
-        reader = threading.Thread(target=lambda n=name: got.update({n: (work / n).read_bytes()}), daemon=True)
-        reader.start()
+        readers.append(threading.Thread(target=lambda n=name: got.update({n: (work / n).read_bytes()}), daemon=True))
+        readers[-1].start()
     code, _, err = cli("run", "--model", bundle, "--images", work / "images", "--summary-json", work / "summary",
                        "--jsonl", work / "jsonl", *RUN)  # fmt: skip
     assert code == 0, err
+    for reader in readers:  # each has read to the writer's close; let it store what it read
+        reader.join(timeout=10)
     for name in ("summary", "jsonl"):
         assert stat.S_ISFIFO(os.lstat(work / name).st_mode), name
     assert json.loads(got["summary"])["processed"] == 2
