@@ -3,18 +3,27 @@ standard input. numpy + OpenCV only (no torch).
 
 Every source hands out :class:`Frame` objects from :meth:`Source.read` until it returns ``None`` (the end), and
 counts what it had to skip: ``corrupt`` frames (undecodable images, a short last raw frame, a frame a video file
-couldn't decode) and ``missing`` ones (frames a truncated file's header announces but that aren't there).
+couldn't decode) and ``missing`` ones (frames a truncated file's header announces but that aren't there), and
+``resolution_changes`` (frames of another size than the frame before).
 
 *Live* sources (camera, network stream, stdin) produce frames at their own pace; the pipeline keeps only the newest
 of them. File sources (video files, ``file://`` URLs, image folders) are read frame by frame, none dropped.
-:class:`Reconnecting` wraps a live source and reopens it with exponential backoff when it drops.
+:class:`Reconnecting` wraps a live source and reopens it with exponential backoff when it drops or stalls, and
+counts the outages: ``gaps``, ``gap_seconds``, ``reconnect_attempts`` and ``reconnects``.
+
+A network stream that can't be opened is diagnosed in one line: the runner asks the server itself (an RTSP
+``DESCRIBE`` or an HTTP ``GET``, with the URL's credentials) to tell a refused connection, a silent server, a wrong
+password and a wrong path apart, since OpenCV's FFmpeg backend only says "not opened".
 """
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -22,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -32,12 +41,21 @@ from lighthead_edge.errors import LightheadError
 Log = Callable[[str], None]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_TIMEOUT_MS = 5000  # a stalled stream fails a read after this long, so --reconnect can act
+STALL_S = 2.0  # a live read that waits this long and then gets a frame is an outage too (counted, not reconnected)
+PROBE_TIMEOUT_S = 2.0  # the diagnosis of a stream that won't open waits this long for the server
 
 
 class SourceError(LightheadError):
-    """A frame source that can't be opened: missing camera, unreadable file, unreachable stream, bad raw size."""
+    """A frame source that can't be opened: missing camera, unreadable file, unreachable stream, bad raw size.
+
+    ``reason``: the cause in a few words, without the advice (what the reconnect warnings repeat).
+    """
 
     exit_code = 6
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _stderr(message: str) -> None:
@@ -79,7 +97,12 @@ class Source:
         name: what to call it in messages.
         live: frames come at the source's pace (drop stale ones) rather than on demand.
         fps: the nominal frame rate, when the source knows it (used for the saved video).
-        corrupt, missing, reconnects: counters, see the module docstring.
+        corrupt, missing: frames skipped, see the module docstring.
+        resolution_changes: frames whose size differs from the previous frame's (mid-stream or after a reconnect).
+        gaps, gap_seconds: outages (a live stream that dropped or stalled, or couldn't be opened at first) and the
+            seconds without frames in them, from the last frame before to the first one after (or to the stop).
+        reconnect_attempts, reconnects: every reopen tried, and those that succeeded (:class:`Reconnecting`).
+        log: where one-line warnings go (a resolution change), or None for none.
     """
 
     name = "source"
@@ -88,6 +111,12 @@ class Source:
     corrupt = 0  # counters: class-level zeros, per-instance once incremented
     missing = 0
     reconnects = 0
+    reconnect_attempts = 0
+    resolution_changes = 0
+    gaps = 0
+    gap_seconds = 0.0
+    log: Log | None = None
+    _size: tuple[int, int] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -106,6 +135,16 @@ class Source:
 
     def interrupt(self) -> None:
         """Ask a waiting :meth:`read` (e.g. a reconnect backoff) to give up soon; called from another thread."""
+
+    def _note_size(self, image: np.ndarray) -> None:
+        """Count (and log) a frame whose size differs from the previous one's; called by ``read`` on each frame."""
+        size = (image.shape[1], image.shape[0])
+        if self._size is not None and size != self._size:
+            self.resolution_changes += 1
+            if self.log is not None:
+                before = "x".join(map(str, self._size))
+                self.log(f"{self.name}: resolution changed {before} -> {size[0]}x{size[1]}")
+        self._size = size
 
     def __enter__(self) -> Source:
         self.open()
@@ -151,6 +190,7 @@ class _CaptureSource(Source):
             return None
         ok, image = self.cap.read()
         if ok and _valid(image):
+            self._note_size(image)
             return Frame(image, time.time())
         return None
 
@@ -160,9 +200,12 @@ class CameraSource(_CaptureSource):
 
     live = True
 
-    def __init__(self, index: int, width: int | None = None, height: int | None = None, fps: float | None = None):
+    def __init__(
+        self, index: int, width: int | None = None, height: int | None = None, fps: float | None = None, *,
+        log: Log | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.index, self.width, self.height, self.fps = int(index), width, height, fps
+        self.index, self.width, self.height, self.fps, self.log = int(index), width, height, fps, log
         self.name = f"camera {self.index}"
 
     def _cannot_open(self) -> SourceError:
@@ -182,28 +225,184 @@ class CameraSource(_CaptureSource):
         return cap
 
 
+# ------------------------------------------------------------------------------------- why a stream won't open
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935, "rtmps": 443, "srt": None}
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _authorization(challenges: list[str], method: str, uri: str, user: str, password: str) -> str | None:
+    """The ``Authorization`` answer to a 401's ``WWW-Authenticate`` challenges (Digest preferred, else Basic)."""
+    for challenge in challenges:
+        kind, _, rest = challenge.partition(" ")
+        if kind.lower() != "digest":
+            continue
+        params = dict(re.findall(r'(\w+)\s*=\s*"?([^",]*)"?', rest))
+        ha1, ha2 = _md5(f"{user}:{params.get('realm', '')}:{password}"), _md5(f"{method}:{uri}")
+        nonce, extra = params.get("nonce", ""), ""
+        if "auth" in params.get("qop", "").split(","):
+            cnonce = os.urandom(8).hex()
+            response = _md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
+            extra = f', qop=auth, nc=00000001, cnonce="{cnonce}"'
+        else:
+            response = _md5(f"{ha1}:{nonce}:{ha2}")
+        if "opaque" in params:
+            extra += f', opaque="{params["opaque"]}"'
+        return (f'Digest username="{user}", realm="{params.get("realm", "")}", nonce="{nonce}", uri="{uri}", '
+                f'response="{response}"{extra}')  # fmt: skip
+    if any(c.split(" ", 1)[0].lower() == "basic" for c in challenges):
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return None
+
+
+def _request(parts: SplitResult) -> tuple[str, str, str]:
+    """(method, request URI, host header) of the probe of ``parts``: RTSP ``DESCRIBE`` of the URL without its
+    credentials, or HTTP ``GET`` of its path."""
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    if parts.scheme.lower() == "rtsp":
+        return "DESCRIBE", urlunsplit(parts._replace(netloc=netloc)), netloc
+    return "GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), netloc
+
+
+def _ask(address: tuple[str, int], parts: SplitResult, authorization: str | None) -> tuple[int, str, list[str]]:
+    """One RTSP ``DESCRIBE`` (or HTTP ``GET``) of ``parts`` -> (status, reason phrase, WWW-Authenticate values).
+    Raises ``OSError`` (``TimeoutError`` when the server says nothing) or ``ValueError`` (not that protocol)."""
+    method, uri, netloc = _request(parts)
+    lines = ([f"{method} {uri} RTSP/1.0", "CSeq: 1", "Accept: application/sdp"] if method == "DESCRIBE"
+             else [f"{method} {uri} HTTP/1.0", f"Host: {netloc}"])  # fmt: skip
+    lines += ["User-Agent: lighthead-edge"] + ([f"Authorization: {authorization}"] if authorization else [])
+    with socket.create_connection(address, timeout=PROBE_TIMEOUT_S) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 16384:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    match = re.fullmatch(r"(RTSP|HTTP)/\d\.\d (\d{3}) ?(.*)", head[0])
+    if match is None:
+        raise ValueError("not an RTSP or HTTP answer")
+    challenges = [v.strip() for k, _, v in (h.partition(":") for h in head[1:]) if k.lower() == "www-authenticate"]
+    return int(match[2]), match[3].strip(), challenges
+
+
+def _status_reason(status: int, phrase: str, parts: SplitResult, with_credentials: bool) -> str:
+    """What an answer to ``_ask`` means, in a few words."""
+    if status == 401 and with_credentials:
+        return "unauthorized (401): wrong user name or password"
+    if status == 401:
+        return "unauthorized (401): the stream needs a user name and password (scheme://USER:PASSWORD@host/...)"
+    if status == 403:
+        return "forbidden (403): this user may not open this stream"
+    if status == 404:
+        return f"not found (404): the server has no stream at {parts.path or '/'}; check the path"
+    if 200 <= status < 300:
+        return "the server answers, but OpenCV's FFmpeg could not open the stream (codec or transport?)"
+    return f"the server answered {status} {phrase}".rstrip()
+
+
+def diagnose_stream(url: str, waited_s: float = 0.0) -> str:
+    """Why OpenCV's FFmpeg backend couldn't open the network stream ``url``, in a few words (never the password):
+    an unknown host, a refused connection, a server that accepts connections and says nothing, 401 (wrong or
+    missing credentials), 403, 404, or another answer. ``waited_s``: how long the failed open took."""
+    parts = urlsplit(url)
+    timed_out = f"no answer within {waited_s:.1f} s: " if waited_s >= STREAM_TIMEOUT_MS / 1000 * 0.9 else ""
+    try:
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return "the URL's port is not a number"
+    if not host or not port:
+        return "not a network stream that OpenCV's FFmpeg reads"
+    where = f"{host}:{port}"
+    try:
+        if parts.scheme.lower() not in ("rtsp", "http"):
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+            return timed_out + f"{where} takes connections, but OpenCV's FFmpeg could not open the stream"
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        status, phrase, challenges = _ask((host, port), parts, None)
+        if status == 401 and parts.username is not None:
+            method, uri, _ = _request(parts)
+            answer = _authorization(challenges, method, uri, user, password)
+            if answer is not None:
+                status, phrase, _ = _ask((host, port), parts, answer)
+        return timed_out + _status_reason(status, phrase, parts, parts.username is not None)
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except ConnectionRefusedError:
+        return f"connection refused by {where} (nothing listening there)"
+    except TimeoutError:
+        return timed_out + f"{where} accepts connections but sends nothing (not a stream server, or hung)"
+    except ValueError:
+        return timed_out + f"{where} does not answer as an {parts.scheme.upper()} server"
+    except OSError as exc:
+        return timed_out + f"can't reach {where} ({exc.strerror or exc})"
+
+
 class UrlSource(_CaptureSource):
     """A stream through OpenCV's FFmpeg backend: ``rtsp://``, ``http(s)://`` (MJPEG, HLS, ...), ``file://``.
 
     A ``file://`` URL is read like a video file (every frame); anything else is live. Opening and reading time out
     after :data:`STREAM_TIMEOUT_MS`, so a stalled stream ends (and is reopened with ``--reconnect``) instead of hanging.
+    A stream that won't open is diagnosed (:func:`diagnose_stream`) for the error's one line.
+
+    Note:
+        FFmpeg reads about 1.5 s of a stream while it opens it (``avformat_find_stream_info``: some 20 frames at
+        15 fps), and the connection keeps buffering until the first read (the runner loads the model in between).
+        Those frames come out first, in a burst, stamped when read; the pipeline keeps only the newest of a burst
+        and counts the rest dropped, so every frame the server sent is processed or counted.
+
+        OpenCV asks RTSP servers for RTP over the RTSP TCP connection first (FFmpeg's ``rtsp_flags=prefer_tcp``), so
+        a server that dies closes the connection and the next read fails at once; over UDP it would wait for the
+        read timeout. Setting ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` replaces that default: include
+        ``rtsp_transport;tcp`` in it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, log: Log | None = _stderr) -> None:
         super().__init__()
-        self.url = url
+        self.url, self.log = url, log
         self.name = f"stream {redact(url)}"
         self.live = urlsplit(url).scheme.lower() != "file"
+        self.report_end = True  # log why a live stream ended (Reconnecting turns it off: it reports and reopens)
+        self._open_took = 0.0
+        self._interrupted = False
+
+    def open(self) -> None:
+        self._interrupted = False
+        super().open()
+
+    def interrupt(self) -> None:
+        self._interrupted = True  # a failed open then skips the diagnosis: the run is ending
+
+    def read(self) -> Frame | None:
+        start = time.monotonic()
+        frame = super().read()
+        if frame is None and self.live and self.report_end and self.log is not None and self.cap is not None:
+            waited = time.monotonic() - start
+            why = f"no frames for {waited:.1f} s" if waited > STALL_S else "ended (the server closed the stream)"
+            self.log(f"warning: {self.name}: {why}; add --reconnect to keep reading it")
+        return frame
 
     def _cannot_open(self) -> SourceError:
-        return SourceError(f"can't open {self.name}: unreachable, refused, or not a video stream; check the URL "
-                           "(and credentials), or add --reconnect to keep trying")  # fmt: skip
+        if not self.live:
+            return SourceError(f"can't open {self.name}: not a video OpenCV reads, or no such file")
+        if self._interrupted:
+            return SourceError(f"can't open {self.name}: interrupted", "interrupted")
+        reason = diagnose_stream(self.url, self._open_took)
+        return SourceError(f"can't open {self.name}: {reason}; check the URL (and credentials), or add --reconnect "
+                           "to keep trying", reason)  # fmt: skip
 
     def _capture(self) -> cv2.VideoCapture:
-        ms = STREAM_TIMEOUT_MS
-        return cv2.VideoCapture(
-            self.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        )
+        ms, start = STREAM_TIMEOUT_MS, time.monotonic()
+        try:
+            return cv2.VideoCapture(
+                self.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            )
+        finally:
+            self._open_took = time.monotonic() - start
 
 
 class VideoFileSource(_CaptureSource):
@@ -238,6 +437,7 @@ class VideoFileSource(_CaptureSource):
             before = self.cap.get(cv2.CAP_PROP_POS_FRAMES)
             ok, image = self.cap.read()
             if ok and _valid(image):
+                self._note_size(image)
                 return Frame(image, self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             if self.cap.get(cv2.CAP_PROP_POS_FRAMES) <= before:
                 break
@@ -286,6 +486,7 @@ class ImageFolderSource(Source):
             except (OSError, cv2.error):
                 image = None
             if _valid(image):
+                self._note_size(image)
                 return Frame(image, time.time())
             self.corrupt += 1
         return None
@@ -346,8 +547,14 @@ class RawStreamSource(Source):
 
 
 class Reconnecting(Source):
-    """Reopens ``inner`` whenever it ends or fails to open, waiting ``initial``, 2x, 4x ... up to ``maximum`` seconds
-    between tries (reset after a frame arrives). Frames of a new size after a reconnect are passed on as they are.
+    """Reopens ``inner`` whenever it ends, stalls (a read times out) or fails to open, waiting ``initial``, 2x, 4x ...
+    up to ``maximum`` seconds between tries (reset after a frame arrives). Frames of a new size after a reconnect are
+    passed on as they are (``inner`` counts and logs the change).
+
+    Each outage is counted in ``gaps`` and ``gap_seconds`` (from the last frame before it, or from the first open
+    if that failed, to the first frame after it, or to :meth:`interrupt`), each reopen tried in
+    ``reconnect_attempts`` and each that succeeded in ``reconnects``; a read that waits more than :data:`STALL_S`
+    and then gets a frame is an outage without a reconnect. Every event is one line on ``log``.
 
     It only ends when :meth:`interrupt` is called (the pipeline does so when it stops).
     """
@@ -355,9 +562,17 @@ class Reconnecting(Source):
     def __init__(self, inner: Source, *, initial: float = 0.5, maximum: float = 30.0, log: Log = _stderr) -> None:
         self.inner, self.initial, self.maximum, self.log = inner, initial, maximum, log
         self.name, self.live, self.fps = inner.name, inner.live, inner.fps
+        if isinstance(inner, UrlSource):
+            inner.report_end = False  # the drop is reported here, with what is done about it
         self._stop = threading.Event()
         self._open = self._tried = False
         self._delay = initial
+        self.gaps = self.reconnect_attempts = 0
+        self._gap_total = 0.0
+        self._outage_since: float | None = None  # time.monotonic() of the last frame before the current outage
+        self._outage_attempts = 0
+        self._last_frame_at: float | None = None
+        self._stopped_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -371,40 +586,85 @@ class Reconnecting(Source):
     def missing(self) -> int:
         return self.inner.missing
 
+    @property
+    def resolution_changes(self) -> int:
+        return self.inner.resolution_changes
+
+    @property
+    def gap_seconds(self) -> float:
+        """Seconds without frames in outages, the one going on (if any) counted up to now or to the stop."""
+        ongoing = 0.0
+        if self._outage_since is not None:
+            ongoing = max(0.0, (self._stopped_at or time.monotonic()) - self._outage_since)
+        return self._gap_total + ongoing
+
     def open(self) -> None:
         self._tried = True
         try:
             self.inner.open()
             self._open, self.fps = True, self.inner.fps or self.fps
-        except SourceError:
-            self.log(f"warning: can't open {self.inner.name} yet; retrying in {self._delay:.1f} s (--reconnect)")
+        except SourceError as exc:
+            self._begin_outage(time.monotonic())
+            self.log(f"warning: can't open {self.inner.name} yet: {exc.reason}; retrying in {self._delay:.1f} s "
+                     "(--reconnect)")  # fmt: skip
+
+    def _begin_outage(self, since: float) -> None:
+        if self._outage_since is None:
+            self.gaps += 1
+            self._outage_since, self._outage_attempts = since, 0
 
     def _reopen(self) -> bool:
         while not self._stop.wait(self._delay):
             self._delay = min(self._delay * 2, self.maximum)
+            self.reconnect_attempts += 1
+            self._outage_attempts += 1
             try:
                 self.inner.open()
-            except SourceError:
-                self.log(f"warning: {self.inner.name} still unavailable; next try in {self._delay:.1f} s")
+            except SourceError as exc:
+                self.log(f"warning: {self.inner.name} still unavailable: {exc.reason}; next try in "
+                         f"{self._delay:.1f} s (attempt {self._outage_attempts})")  # fmt: skip
                 continue
             self._open = True
             self.reconnects += 1
-            self.log(f"reconnected to {self.inner.name} (reconnect {self.reconnects})")
             return True
         return False
+
+    def _arrived(self, frame: Frame, waited: float) -> Frame:
+        """Book a frame that ``inner.read`` returned after ``waited`` s: the end of an outage, or a long wait."""
+        now = time.monotonic()
+        self._delay = self.initial
+        if self._outage_since is not None:
+            gap = now - self._outage_since
+            self._gap_total += gap
+            self._outage_since = None
+            self.log(f"reconnected to {self.inner.name} after a {gap:.1f} s gap (attempt {self._outage_attempts})")
+        elif waited > STALL_S and self._last_frame_at is not None:
+            self.gaps += 1
+            self._gap_total += waited
+            self.log(f"warning: {self.inner.name}: no frames for {waited:.1f} s, then resumed (no reconnect)")
+        self._last_frame_at = now
+        return frame
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
             if not self._open and not self._reopen():
                 break
+            start = time.monotonic()
             frame = self.inner.read()
             if frame is not None:
-                self._delay = self.initial
-                return frame
+                return self._arrived(frame, time.monotonic() - start)
+            now = time.monotonic()
             self.inner.close()
             self._open = False
-            if not self._stop.is_set():
-                self.log(f"warning: {self.inner.name} dropped; reconnecting in {self._delay:.1f} s")
+            if self._stop.is_set():
+                break
+            silent = now - (self._last_frame_at or start)
+            if self._outage_since is None:
+                self._begin_outage(self._last_frame_at or start)
+                how = f": no frames for {silent:.1f} s" if now - start > STALL_S else " dropped"
+                self.log(f"warning: {self.inner.name}{how}; reconnecting in {self._delay:.1f} s")
+            else:  # opened again, but no frame came
+                self.log(f"warning: {self.inner.name} opened but sent no frame; reconnecting in {self._delay:.1f} s")
         return None
 
     def close(self) -> None:
@@ -412,6 +672,8 @@ class Reconnecting(Source):
         self._open = False
 
     def interrupt(self) -> None:
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stop.set()
         self.inner.interrupt()
 
@@ -460,9 +722,9 @@ def open_source(spec: SourceSpec, *, log: Log = _stderr) -> Source:
             index = int(spec.target)
         except ValueError:
             raise SourceError(f"--camera wants an index (0, 1, ...), got {spec.target!r}") from None
-        source: Source = CameraSource(index, spec.width, spec.height, spec.fps)
+        source: Source = CameraSource(index, spec.width, spec.height, spec.fps, log=log)
     elif spec.kind is SourceKind.URL:
-        source = UrlSource(spec.target)
+        source = UrlSource(spec.target, log=log)
     elif spec.kind is SourceKind.VIDEO:
         source = VideoFileSource(spec.target, loop=spec.loop)
     elif spec.kind is SourceKind.IMAGES:
