@@ -388,6 +388,9 @@ def prune(
 )
 @click.option("--frame-size", default=None, type=FRAME_SIZE,
               help="Camera frame size: a frame-in graph (letterbox inside, boxes in frame pixels), e.g. 1280x720.")
+@click.option("--rois", default=None, type=click.IntRange(1, 100_000),
+              help="Post-NMS RoI slots of the graphs [default: the checkpoint's rpn_post_nms_top_n_test]; more than "
+                   "the pre-NMS candidates is clipped.")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
               help="Threads for the latency figures.")  # fmt: skip
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
@@ -395,8 +398,8 @@ def prune(
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
 def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
-             ort_ranges: str, keep_float: tuple[str, ...], frame_size: tuple[int, int] | None, threads: int, runs: int,
-             out: str) -> None:  # fmt: skip
+             ort_ranges: str, keep_float: tuple[str, ...], frame_size: tuple[int, int] | None, rois: int | None,
+             threads: int, runs: int, out: str) -> None:  # fmt: skip
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
     from lighthead_edge.compress.calibration import Selection
     from lighthead_edge.compress.quantize import OrtRanges, QuantizeSettings, parse_backends, quantize_checkpoint
@@ -406,7 +409,7 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
         backends=parse_backends(backend), calib_size=calib_size, selection=Selection(selection), val_json=val_json,
         max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
         bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
-        ort_ranges=OrtRanges(ort_ranges), keep_float=tuple(keep_float), frame_size=frame_size,
+        ort_ranges=OrtRanges(ort_ranges), keep_float=tuple(keep_float), frame_size=frame_size, rois=rois,
     )  # fmt: skip
     run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:

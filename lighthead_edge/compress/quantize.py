@@ -66,6 +66,8 @@ class QuantizeSettings:
         keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
             e.g. ``roi_heads/head/fc/`` for the fc-2048.
         frame_size: ``(height, width)``: a frame-in bundle (``--frame-size``; see ``ExportSettings.frame_size``).
+        rois: the graphs' post-NMS RoI slots (``--rois``; see ``ExportSettings.rois``), the same for every graph
+            exported (a frame-in bundle's and its host graphs'); None: the checkpoint's.
         ort, ov: the backends' quantizer settings.
     """
 
@@ -81,6 +83,7 @@ class QuantizeSettings:
     ort_ranges: OrtRanges = OrtRanges.AUTO
     keep_float: tuple[str, ...] = ()
     frame_size: tuple[int, int] | None = None
+    rois: int | None = None
     ort: OrtQuantSettings = field(default_factory=OrtQuantSettings)
     ov: OvQuantSettings = field(default_factory=OvQuantSettings)
 
@@ -96,6 +99,8 @@ class QuantizeSettings:
         if self.calib_size < 1 or self.finetune_epochs < 0:
             raise ConfigError(f"--calib-size must be >= 1 and --finetune-epochs >= 0, got {self.calib_size} and "
                               f"{self.finetune_epochs}")  # fmt: skip
+        if self.rois is not None and (not isinstance(self.rois, int) or isinstance(self.rois, bool) or self.rois < 1):
+            raise ConfigError(f"--rois must be a whole number >= 1, got {self.rois!r}")
         if self.val_json and self.bench.val_json != self.val_json:
             object.__setattr__(self, "bench", BenchSettings(**{**self.bench.__dict__, "val_json": self.val_json}))
 
@@ -146,7 +151,7 @@ def quantize_checkpoint(
         model, class_names, payload = load_checkpoint(checkpoint)
         if s.prune_ratio:
             model = _prune(model, class_names, payload, checkpoint, s, log)
-        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads))
+        export = ExportSettings(formats=tuple(formats), latency_runs=1, threads=max(s.bench.threads), rois=s.rois)
         # a frame-in bundle's INT8 graphs are its host graphs' INT8 graphs, wrapped (export.frame_in): the host
         # graphs are exported into a hidden folder of the bundle, quantized there, and removed
         host = tmp / ".host" if s.frame_size else tmp

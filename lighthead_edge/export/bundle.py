@@ -15,7 +15,8 @@ and reader are in :mod:`lighthead_edge.runtime.bundle`)::
     preprocessing {letterbox {size [H, W], in_graph, scale, resize, placement, pad, pad_bgr}, in_graph [...],
                    mean_rgb, std_rgb}   (letterbox.in_graph: input.shape is the camera's frame, see below)
     outputs {boxes, scores, labels, num_detections: {shape, dtype, meaning}}
-    postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rpn {...}}
+    postprocessing {score_thresh, nms_thresh, max_detections, class_agnostic_regression, rois, rpn {...}}
+                   (rois: the graph's static number of post-NMS RoI slots, see :func:`roi_slots`)
     model {architecture, backbone, head_size, config {ModelConfig without input_size}}
     source_checkpoint {name, sha256} of the model.pt it came from, or null for a model exported from memory
     artifacts [{backend, precision, format, path, files [...], ps_roi_align_method, opset?}]
@@ -33,6 +34,7 @@ and in the OpenVINO ``rt_info`` (section ``lighthead_edge``).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
@@ -42,6 +44,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -110,6 +113,9 @@ class ExportSettings:
         layout, ovms, ovms_name: hand-offs (:mod:`lighthead_edge.export.handoff`): ``"detection_output"`` also
             writes the DL Streamer / model_api IR; ``ovms`` a folder to write OVMS's model repository to, serving
             the model as ``ovms_name``.
+        rois: the graph's static number of post-NMS RoI slots (``--rois``), set as the model's
+            ``rpn_post_nms_top_n_test`` on a copy of it (:func:`with_rois`); the graph clips it to the pre-NMS
+            candidates (:func:`roi_slots`). None: the model's own setting.
     """
 
     formats: tuple[ExportFormat, ...] = (ExportFormat.ONNX, ExportFormat.OPENVINO)
@@ -122,6 +128,7 @@ class ExportSettings:
     layout: str = "native"
     ovms: str | None = None
     ovms_name: str = "lighthead"
+    rois: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", tuple(ExportFormat(f) for f in self.formats))
@@ -138,6 +145,8 @@ class ExportSettings:
             raise ConfigError(f"opset must be 17 or newer, got {self.opset}")
         if self.latency_runs < 1:
             raise ConfigError("latency_runs must be >= 1")
+        if self.rois is not None and (not isinstance(self.rois, int) or isinstance(self.rois, bool) or self.rois < 1):
+            raise ConfigError(f"rois must be a whole number >= 1, got {self.rois!r}")
 
     def method_for(self, backend: Backend) -> str:
         method = self.method.get(backend.value, "auto") if isinstance(self.method, Mapping) else self.method
@@ -341,6 +350,38 @@ def _outputs(d: int, *, frame: bool) -> dict[str, Any]:
     }
 
 
+def roi_slots(c) -> int:
+    """P, the export graph's static number of post-NMS RoI slots for the model config ``c``: its
+    ``rpn_post_nms_top_n_test``, at most the pre-NMS candidates (``rpn_pre_nms_top_n_test``, at most the anchors).
+    :class:`~lighthead_edge.export.graph.ProposalSelector` computes the same from the anchors it holds."""
+    h, w = c.input_size
+    anchors = (h // c.stride) * (w // c.stride) * c.num_anchors
+    return min(c.rpn_post_nms_top_n_test, c.rpn_pre_nms_top_n_test, anchors)
+
+
+def with_rois(model: LightHeadRCNN, rois: int | None, log: Log) -> LightHeadRCNN:
+    """``model`` itself for ``rois`` None; else a copy whose test-time RPN keeps ``rois`` proposals (its config's
+    ``rpn_post_nms_top_n_test`` and its RPN's test settings), the caller's model untouched. The eager copy and the
+    graph built from it give the same detections; ``log`` says how many RoI slots the graph gets and why, when
+    that is fewer than asked."""
+    if rois is None:
+        return model
+    config = dataclasses.replace(model.config, rpn_post_nms_top_n_test=rois)
+    copy = deepcopy(model)
+    copy.config = config
+    copy.rpn.test_settings = dataclasses.replace(copy.rpn.test_settings, post_nms_top_n=rois)
+    slots = roi_slots(config)
+    if slots < rois:
+        h, w = config.input_size
+        anchors = (h // config.stride) * (w // config.stride) * config.num_anchors
+        log(f"--rois {rois} is more than the RPN's {min(config.rpn_pre_nms_top_n_test, anchors)} pre-NMS candidates "
+            f"(rpn_pre_nms_top_n_test {config.rpn_pre_nms_top_n_test}, {anchors} anchors): the graph has {slots} "
+            "RoI slots")  # fmt: skip
+    else:
+        log(f"--rois {rois}: the graph has {slots} RoI slots")
+    return copy
+
+
 def _postprocessing(c) -> dict[str, Any]:
     rpn = {
         "pre_nms_top_n": c.rpn_pre_nms_top_n_test,
@@ -354,6 +395,7 @@ def _postprocessing(c) -> dict[str, Any]:
         "nms": "per class",
         "max_detections": c.detections_per_img,
         "class_agnostic_regression": c.class_agnostic_reg,
+        "rois": roi_slots(c),
         "rpn": rpn,
     }
 
@@ -382,6 +424,9 @@ def write_artifacts(model, root: Path, settings: ExportSettings, meta: dict[str,
         path = root / (artifact_files(backend, Precision.FP32)[0] if keep else f".{method}.onnx")
         log(f"exporting ONNX (opset {settings.opset}, PS-RoIAlign {method}) -> {path.name}")
         graph = build_export_model(model, method=method, engine=backend.value, frame_size=settings.frame_size)
+        if graph.num_rois != meta["postprocessing"]["rois"]:  # the manifest must describe the graph it ships
+            raise ExportError(f"the graph has {graph.num_rois} RoI slots, the manifest says "
+                              f"{meta['postprocessing']['rois']}")  # fmt: skip
         export_onnx(graph, path, opset=settings.opset, metadata=meta)
         onnx_files[backend] = path
     entries = []
@@ -443,6 +488,7 @@ def export_bundle(
         raise ExportError(f"{len(class_names)} class names for a {model.config.num_classes}-class model")
     check_target(out, {"CHECKPOINT": source, "--val": settings.val_json})
     handoff.check_ovms_target(settings.ovms, out)
+    model = with_rois(model, settings.rois, log)  # a copy: the caller's model keeps its own RoI count
     meta = model_metadata(model, list(class_names), source, settings.frame_size)
     ovms_stage = handoff.ovms_stage(settings.ovms, log, remove_leftovers=remove_leftovers)  # beside --ovms
     with atomic_directory(out, log) as tmp, ovms_stage as ovms_repo:

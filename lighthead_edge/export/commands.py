@@ -30,11 +30,15 @@ from lighthead_edge.cli_types import FRAME_SIZE
               help="Also write an OpenVINO Model Server model repository here (DIR/<name>/1/model.xml|.bin, "
                    "DIR/config.json).")  # fmt: skip
 @click.option("--ovms-name", default="lighthead", show_default=True, help="Model name OVMS serves (with --ovms).")
+@click.option("--rois", default=None, type=click.IntRange(1, 100_000),
+              help="Post-NMS RoI slots of the graph (the R-CNN head runs on all of them) [default: the checkpoint's "
+                   "rpn_post_nms_top_n_test]; more than the pre-NMS candidates is clipped.")  # fmt: skip
 @click.option("--runs", "latency_runs", default=10, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per artifact.")  # fmt: skip
 def export_cmd(
     checkpoint: str, out: str, formats: str, val_json: str | None, method: str, opset: int, threads: int | None,
     latency_runs: int, frame_size: tuple[int, int] | None, layout: str, ovms: str | None, ovms_name: str,
+    rois: int | None,
 ) -> None:  # fmt: skip
     """Export CHECKPOINT (a model.pt) to a bundle: ONNX and/or OpenVINO artifacts plus manifest.json.
 
@@ -48,7 +52,7 @@ def export_cmd(
 
     settings = ExportSettings(
         formats=parse_formats(formats), method=method, opset=opset, val_json=val_json, latency_runs=latency_runs,
-        threads=threads, frame_size=frame_size, layout=layout, ovms=ovms, ovms_name=ovms_name,
+        threads=threads, frame_size=frame_size, layout=layout, ovms=ovms, ovms_name=ovms_name, rois=rois,
     )  # fmt: skip
     check_target(Path(out), {"CHECKPOINT": checkpoint, "--val": val_json})  # before the model loads: fails at once
     check_ovms_target(ovms, out)
