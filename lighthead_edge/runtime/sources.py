@@ -549,7 +549,8 @@ class RawStreamSource(Source):
 class Reconnecting(Source):
     """Reopens ``inner`` whenever it ends, stalls (a read times out) or fails to open, waiting ``initial``, 2x, 4x ...
     up to ``maximum`` seconds between tries (reset after a frame arrives). Frames of a new size after a reconnect are
-    passed on as they are (``inner`` counts and logs the change).
+    passed on as they are, and counted in ``resolution_changes`` here: this takes over ``inner``'s log lines, so
+    that they come in order (dropped, reconnected, resolution changed).
 
     Each outage is counted in ``gaps`` and ``gap_seconds`` (from the last frame before it, or from the first open
     if that failed, to the first frame after it, or to :meth:`interrupt`), each reopen tried in
@@ -562,8 +563,9 @@ class Reconnecting(Source):
     def __init__(self, inner: Source, *, initial: float = 0.5, maximum: float = 30.0, log: Log = _stderr) -> None:
         self.inner, self.initial, self.maximum, self.log = inner, initial, maximum, log
         self.name, self.live, self.fps = inner.name, inner.live, inner.fps
+        inner.log = None  # the drop and the size changes are reported here, with what is done about them
         if isinstance(inner, UrlSource):
-            inner.report_end = False  # the drop is reported here, with what is done about it
+            inner.report_end = False
         self._stop = threading.Event()
         self._open = self._tried = False
         self._delay = initial
@@ -585,10 +587,6 @@ class Reconnecting(Source):
     @property
     def missing(self) -> int:
         return self.inner.missing
-
-    @property
-    def resolution_changes(self) -> int:
-        return self.inner.resolution_changes
 
     @property
     def gap_seconds(self) -> float:
@@ -643,6 +641,7 @@ class Reconnecting(Source):
             self._gap_total += waited
             self.log(f"warning: {self.inner.name}: no frames for {waited:.1f} s, then resumed (no reconnect)")
         self._last_frame_at = now
+        self._note_size(frame.image)
         return frame
 
     def read(self) -> Frame | None:

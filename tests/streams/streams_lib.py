@@ -60,6 +60,9 @@ class RtspServer:
     fps: int = 15
     codec: str = "mjpeg"
     auth: str | None = None
+    auth_method: str = "basic"
+    resize_to: str | None = None
+    resize_after: float = 2.0
     proc: subprocess.Popen | None = None
     starts: list[float] = field(default_factory=list)  # time.time() of each "ready"
 
@@ -73,7 +76,8 @@ class RtspServer:
             setattr(self, key, value)
         args = [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--port", str(self.port), "--mount", self.mount,
                 "--size", self.size, "--fps", str(self.fps), "--codec", self.codec]  # fmt: skip
-        args += ["--auth", self.auth] if self.auth else []
+        args += ["--auth", self.auth, "--auth-method", self.auth_method] if self.auth else []
+        args += ["--resize-to", self.resize_to, "--resize-after", str(self.resize_after)] if self.resize_to else []
         log = self.registry.parent / f"rtsp-server-{self.port}.log"  # a file: a pipe nobody reads could fill up
         with log.open("a") as stderr:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
