@@ -310,7 +310,8 @@ def diagnose_stream(url: str, waited_s: float = 0.0) -> str:
     an unknown host, a refused connection, a server that accepts connections and says nothing, 401 (wrong or
     missing credentials), 403, 404, or another answer. ``waited_s``: how long the failed open took."""
     parts = urlsplit(url)
-    timed_out = f"no answer within {waited_s:.1f} s: " if waited_s >= STREAM_TIMEOUT_MS / 1000 * 0.9 else ""
+    timeout_s = STREAM_TIMEOUT_MS / 1000
+    timed_out = f"no answer within {timeout_s:.1f} s: " if waited_s >= timeout_s * 0.9 else ""
     try:
         host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
     except ValueError:

@@ -63,7 +63,7 @@ def test_server_killed_and_restarted(rtsp_server, start_runner, stream_bundle: P
     """SIGKILL mid-stream, back 2 s later on the same port: the runner reconnects, reports the gap, goes on."""
     server = rtsp_server(size="320x240", fps=15)
     jsonl, summary_path = tmp_path / "out.jsonl", tmp_path / "summary.json"
-    proc = start_runner("--model", stream_bundle, "--url", server.url(), "--reconnect", "--duration", 10,
+    proc = start_runner("--model", stream_bundle, "--url", server.url(), "--reconnect", "--duration", 9,
                         "--jsonl", jsonl, "--summary-json", summary_path)  # fmt: skip
     wait_for(lambda: count_lines(jsonl) >= 20, 40, "20 frames", proc)
     killed_at = time.time()
@@ -92,7 +92,7 @@ def test_server_never_comes_back(rtsp_server, start_runner, stream_bundle: Path,
     """Killed for good: the runner keeps trying until --duration, then ends cleanly with whole outputs."""
     server = rtsp_server(size="320x240", fps=15)
     jsonl, summary_path = tmp_path / "out.jsonl", tmp_path / "summary.json"
-    proc = start_runner("--model", stream_bundle, "--url", server.url(), "--reconnect", "--duration", 5,
+    proc = start_runner("--model", stream_bundle, "--url", server.url(), "--reconnect", "--duration", 4,
                         "--jsonl", jsonl, "--summary-json", summary_path)  # fmt: skip
     wait_for(lambda: count_lines(jsonl) >= 10, 40, "10 frames", proc)
     killed_at = time.time()

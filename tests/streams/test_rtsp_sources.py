@@ -57,7 +57,7 @@ def test_rtsp_mjpeg_reads_at_the_stream_rate(rtsp_server) -> None:
     assert burst <= 15 * (opened + 0.5)  # no more than came during the open
 
 
-@pytest.mark.parametrize("codec", ["h264", "h265", "vp8"])
+@pytest.mark.parametrize("codec", ["h264", pytest.param("h265", marks=pytest.mark.slow), "vp8"])
 def test_rtsp_codecs_decode(rtsp_server, codec: str) -> None:
     """H.264 (openh264enc), H.265 (x265enc) and VP8 (vp8enc) all decode through OpenCV's FFmpeg."""
     server = rtsp_server(codec=codec, size="320x240")
