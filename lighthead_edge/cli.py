@@ -391,6 +391,11 @@ def prune(
 @click.option("--rois", default=None, type=click.IntRange(1, 100_000),
               help="Post-NMS RoI slots of the graphs [default: the checkpoint's rpn_post_nms_top_n_test]; more than "
                    "the pre-NMS candidates is clipped.")  # fmt: skip
+@click.option("--latency-aware/--no-latency-aware", default=True, show_default=True,
+              help="Time every quantized layer in FP32 and INT8 on this CPU and keep the ones INT8 makes slower in "
+                   "float.")  # fmt: skip
+@click.option("--layout", type=click.Choice(["native", "detection_output"]), default="native", show_default=True,
+              help="detection_output: also the DL Streamer / model_api IR ([1, 1, N, 7] output), INT8 included.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
               help="Threads for the latency figures.")  # fmt: skip
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
@@ -399,7 +404,7 @@ def prune(
 def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selection: str, val_json: str | None,
              max_drop: float | None, prune_ratio: float | None, train_json: str | None, finetune_epochs: int,
              ort_ranges: str, keep_float: tuple[str, ...], frame_size: tuple[int, int] | None, rois: int | None,
-             threads: int, runs: int, out: str) -> None:  # fmt: skip
+             latency_aware: bool, layout: str, threads: int, runs: int, out: str) -> None:  # fmt: skip
     """INT8 post-training quantization of CHECKPOINT: a bundle with FP32 and INT8 artifacts plus a report."""
     from lighthead_edge.compress.calibration import Selection
     from lighthead_edge.compress.quantize import OrtRanges, QuantizeSettings, parse_backends, quantize_checkpoint
@@ -410,6 +415,7 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
         max_drop=max_drop, prune_ratio=prune_ratio, train_json=train_json, finetune_epochs=finetune_epochs,
         bench=BenchSettings(threads=(threads,), runs=runs, val_json=val_json),
         ort_ranges=OrtRanges(ort_ranges), keep_float=tuple(keep_float), frame_size=frame_size, rois=rois,
+        latency_aware=latency_aware, layout=layout,
     )  # fmt: skip
     run = quantize_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:

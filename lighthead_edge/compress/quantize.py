@@ -66,6 +66,11 @@ class QuantizeSettings:
         keep_float: layers to keep in float on every backend, as substrings of their node names (``--keep-float``),
             e.g. ``roi_heads/head/fc/`` for the fc-2048.
         frame_size: ``(height, width)``: a frame-in bundle (``--frame-size``; see ``ExportSettings.frame_size``).
+        latency_aware: after quantizing, time every quantized layer in the FP32 and the INT8 graph on this CPU
+            (:mod:`~lighthead_edge.compress.latency`) and quantize again with the layers INT8 makes slower in float
+            (``--no-latency-aware``: off).
+        layout: ``"detection_output"`` also writes the DL Streamer / model_api IR of every OpenVINO artifact, INT8
+            included (``ExportSettings.layout``).
         rois: the graphs' post-NMS RoI slots (``--rois``; see ``ExportSettings.rois``), the same for every graph
             exported (a frame-in bundle's and its host graphs'); None: the checkpoint's.
         ort, ov: the backends' quantizer settings.
@@ -84,6 +89,8 @@ class QuantizeSettings:
     keep_float: tuple[str, ...] = ()
     frame_size: tuple[int, int] | None = None
     rois: int | None = None
+    latency_aware: bool = True
+    layout: str = "native"
     ort: OrtQuantSettings = field(default_factory=OrtQuantSettings)
     ov: OvQuantSettings = field(default_factory=OvQuantSettings)
 
@@ -155,7 +162,8 @@ def quantize_checkpoint(
         # a frame-in bundle's INT8 graphs are its host graphs' INT8 graphs, wrapped (export.frame_in): the host
         # graphs are exported into a hidden folder of the bundle, quantized there, and removed
         host = tmp / ".host" if s.frame_size else tmp
-        export_bundle(model, class_names, tmp, replace(export, frame_size=s.frame_size), source=checkpoint, log=log)
+        export_bundle(model, class_names, tmp, replace(export, frame_size=s.frame_size, layout=s.layout),
+                      source=checkpoint, log=log)  # fmt: skip
         if s.frame_size:
             log("exporting the host graphs, whose INT8 graphs the frame-in ones wrap")
             export_bundle(model, class_names, host, export, source=checkpoint, log=log)
@@ -172,6 +180,8 @@ def quantize_checkpoint(
                 _wrap_frame_in(bundle, load_bundle(tmp), backend, log)
                 info["frame_in"] = "the host graph's INT8 graph between the in-graph letterbox and box mapping"
             update_manifest(tmp, entries=[_entry(load_bundle(tmp, verify=False), backend, {"quantization": quant})])
+            if backend is Backend.OPENVINO and s.layout == "detection_output":
+                _add_int8_detection_output(tmp, log)
         if s.frame_size:
             shutil.rmtree(host)
         results, report_path = _measure_and_report(load_bundle(tmp), checkpoint, s, quantization, log)
@@ -188,22 +198,76 @@ def _entry(bundle: Bundle, backend: Backend, extra: dict[str, Any]) -> dict[str,
 def _quantize_backend(
     bundle: Bundle, backend: Backend, calib: Sequence[np.ndarray], s: QuantizeSettings, val: ValSet | None, log: Log
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write one backend's INT8 artifact into the bundle -> (manifest entry, report info)."""
+    """Write one backend's INT8 artifact into the bundle -> (manifest record, report info)."""
     from lighthead_edge.compress import quantize_ort, quantize_ov
 
     src, dst = (bundle.root / artifact_files(backend, p)[0] for p in (Precision.FP32, Precision.INT8))
     log(f"quantizing {backend.value} to INT8 on {len(calib)} calibration images")
     forced = keep_float_names(src, backend, s.keep_float)
-    if backend is Backend.ONNXRUNTIME:
-        ort = replace(s.ort, exclude=(*s.ort.exclude, *forced))
-        info = quantize_ort.quantize_artifact(src, dst, calib, ort, ranges=s.ort_ranges, val=val, max_drop=s.max_drop,
-                                              threads=max(s.bench.threads), log=log)  # fmt: skip
-    else:
-        ov = replace(s.ov, exclude=(*s.ov.exclude, *forced))
-        info = quantize_ov.quantize_artifact(src, dst, calib, ov, val=val, max_drop=s.max_drop)
-    info["kept_float"] = [{"name": n, "why": "--keep-float"} for n in forced] + info.get("kept_float", [])
+    threads = max(s.bench.threads)
+
+    def quantize(floating: Sequence[str]) -> dict[str, Any]:
+        if backend is Backend.ONNXRUNTIME:
+            ort = replace(s.ort, exclude=(*s.ort.exclude, *forced, *floating))
+            return quantize_ort.quantize_artifact(src, dst, calib, ort, ranges=s.ort_ranges, val=val,
+                                                  max_drop=s.max_drop, threads=threads, log=log)  # fmt: skip
+        ov = replace(s.ov, exclude=(*s.ov.exclude, *forced, *floating))
+        return quantize_ov.quantize_artifact(src, dst, calib, ov, val=val, max_drop=s.max_drop)
+
+    info = quantize(())
+    slow: list[Any] = []
+    if s.latency_aware:
+        slow, timings = _slower_layers(src, dst, backend, calib[0], forced, threads)
+        if slow:
+            log(f"{backend.value}: {len(slow)} layer(s) run slower in INT8 than in FP32 on this CPU; quantizing again "
+                f"with them in float: {', '.join(t.name for t in slow)}")  # fmt: skip
+            info = quantize([t.name for t in slow])
+        info["latency_aware"] = {"timings": [t.to_dict() for t in timings], "kept_float": [t.name for t in slow]}
+    info["kept_float"] = ([{"name": n, "why": "--keep-float"} for n in forced]
+                          + [{"name": t.name, "why": t.why()} for t in slow] + info.get("kept_float", []))  # fmt: skip
     quant = {"scheme": info["scheme"], "kept_float": [k["name"] for k in info.get("kept_float", [])]}
     return quant, info
+
+
+def _slower_layers(
+    src: Path, dst: Path, backend: Backend, image: np.ndarray, forced: Sequence[str], threads: int
+) -> tuple[list[Any], list[Any]]:
+    """(the quantized layers of ``dst`` that run slower than in ``src`` here, every quantized layer's timing)."""
+    from lighthead_edge.compress.latency import layer_timings, slower_in_int8
+
+    names = [n for n in quantizable_names(src, backend) if n not in set(forced)]
+    timings = layer_timings(src, dst, image, names, backend=backend.value, threads=threads)
+    return slower_in_int8(timings), timings
+
+
+def quantizable_names(src: Path, backend: Backend) -> list[str]:
+    """The layers INT8 may quantize in the FP32 artifact ``src`` (node names for ONNX, op names for an IR)."""
+    if backend is Backend.ONNXRUNTIME:
+        import onnx
+
+        from lighthead_edge.compress.quantize_ort import fold_initializer_identities, quantizable_nodes
+
+        return quantizable_nodes(fold_initializer_identities(onnx.load(str(src))))
+    import openvino as ov
+
+    from lighthead_edge.compress.quantize_ov import quantizable_ops
+
+    return quantizable_ops(ov.Core().read_model(str(src)))
+
+
+def _add_int8_detection_output(root: Path, log: Log) -> None:
+    """The DL Streamer / model_api IR of the bundle's INT8 IR, beside the FP32 / FP16 ones ``export`` wrote, in the
+    manifest's ``handoffs`` and ``files``."""
+    from lighthead_edge.export import handoff
+    from lighthead_edge.runtime.bundle import file_records, read_manifest, write_manifest
+
+    manifest = read_manifest(root)
+    record = handoff.add_detection_output(root, [Precision.INT8], manifest, log)
+    handoffs = manifest.setdefault("handoffs", {})
+    entries = [e for e in handoffs.get(handoff.DETECTION_OUTPUT, record)["artifacts"] if e["precision"] != "int8"]
+    handoffs[handoff.DETECTION_OUTPUT] = {**record, "artifacts": entries + record["artifacts"]}
+    manifest["files"].update(file_records(root, record["artifacts"][0]["files"]))
+    write_manifest(root, manifest)
 
 
 def _wrap_frame_in(host: Bundle, framed: Bundle, backend: Backend, log: Log) -> None:
@@ -231,18 +295,7 @@ def keep_float_names(src: Path, backend: Backend, patterns: Sequence[str]) -> li
     names none is an error that lists what there is."""
     if not patterns:
         return []
-    if backend is Backend.ONNXRUNTIME:
-        import onnx
-
-        from lighthead_edge.compress.quantize_ort import fold_initializer_identities, quantizable_nodes
-
-        names = quantizable_nodes(fold_initializer_identities(onnx.load(str(src))))
-    else:
-        import openvino as ov
-
-        from lighthead_edge.compress.quantize_ov import quantizable_ops
-
-        names = quantizable_ops(ov.Core().read_model(str(src)))
+    names = quantizable_names(src, backend)
     chosen = []
     for pattern in patterns:
         hits = [n for n in names if pattern in n]

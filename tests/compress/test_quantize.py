@@ -268,7 +268,7 @@ def test_keep_float_keeps_the_fc_in_float_on_both_backends(assets: ExportedAsset
 
     from lighthead_edge.runtime.bundle import Backend
 
-    settings = QuantizeSettings(keep_float=("roi_heads/head/fc/",), calib_size=4,
+    settings = QuantizeSettings(keep_float=("roi_heads/head/fc/",), calib_size=4, latency_aware=False,
                                 bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
     run = quantize_checkpoint(CHECKPOINT, tmp_path / "b", calib=assets.val_json, settings=settings, log=lambda m: None)
     for backend in (Backend.ONNXRUNTIME, Backend.OPENVINO):
@@ -372,7 +372,8 @@ def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_p
     from lighthead_edge.runtime.bundle import Backend
 
     settings = QuantizeSettings(backends=(Backend.ONNXRUNTIME,), val_json=str(assets.val_json), calib_size=8,
-                                max_drop=0.1, bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
+                                max_drop=0.1, latency_aware=False,
+                                bench=BenchSettings(runs=1, warmup=1, throughput_frames=2))  # fmt: skip
     with pytest.raises(ConfigError, match=r"--max-drop must be in \(0, 1\]"):
         replace(settings, max_drop=-0.1)  # a user can't ask for it ...
     object.__setattr__(settings, "max_drop", -0.1)  # ... this test forces it, to drive the search to its end

@@ -125,6 +125,7 @@ CASES = {
                == "detection_output"),
     "ovms": ("measure", [*OPENVINO, "--ovms", "{ovms}"], lambda s, n: "lighthead/1/model.xml" in s.measure["ovms"]
              and s.measure["manifest"]["handoffs"]["ovms"]["models"] == ["lighthead"]),
+    "rois": ("measure", [*ONNX, "--rois", "17"], lambda s, n: s.measure["manifest"]["postprocessing"]["rois"] == 17),
     "ovms_name": ("measure", [*OPENVINO, "--ovms", "{ovms}", "--ovms-name", "cam1"],
                   lambda s, n: "cam1/1/model.xml" in s.measure["ovms"]
                   and s.measure["manifest"]["handoffs"]["ovms"]["models"] == ["cam1"]),

@@ -40,6 +40,8 @@ class Seen:
     artifacts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (backend, quantize_artifact kwargs)
     bench: Any = None  # the BenchSettings the measurement got
     prune: dict[str, Any] = field(default_factory=dict)  # prune_and_finetune's arguments
+    timed: list[str] = field(default_factory=list)  # backends whose layers latency-aware INT8 timed
+    rows7: list[Path] = field(default_factory=list)  # bundles that got an INT8 detection_output IR
 
     def reached(self, name: str) -> None:
         if self.stop_at == name:
@@ -112,6 +114,9 @@ def run_command(monkeypatch, assets: ExportedAssets, synth_set: dict, tmp_path: 
         for module, backend in ((quantize_ort, "onnxruntime"), (quantize_ov, "openvino")):
             monkeypatch.setattr(module, "quantize_artifact", _spy_artifact(seen, backend, module.quantize_artifact))
         monkeypatch.setattr(quantize, "measure_bundle", measure)
+        monkeypatch.setattr(quantize, "_slower_layers", lambda src, dst, backend, *a: (seen.timed.append(backend.value)
+                                                                                      or ([], [])))
+        monkeypatch.setattr(quantize, "_add_int8_detection_output", lambda root, log: seen.rows7.append(root))
         monkeypatch.setattr(pipeline, "prune_and_finetune", prune)
         base = ["quantize", "{checkpoint}", "--calib", "{calib}", "--out", "{out}"]
         with pytest.raises(Stop):
@@ -164,6 +169,10 @@ CASES = {
     "runs": ("bench", ["--runs", "3"], lambda s, n: s.bench.runs == 3),
     "frame_size": ("export", ["--frame-size", "200x150"],
                    lambda s, n: s.export["settings"].frame_size == (150, 200)),  # tests/export/test_frame_in.py: INT8
+    "rois": ("export", ["--rois", "17"], lambda s, n: s.export["settings"].rois == 17),  # tests/export/test_rois.py
+    "latency_aware": ("bench", ["--no-latency-aware"], lambda s, n: s.timed == [] and len(s.artifacts) == 2),
+    "layout": ("bench", ["--layout", "detection_output"], lambda s, n: s.export["settings"].layout == "detection_output"
+               and len(s.rows7) == 1),  # tests/compress/test_latency_aware.py: the INT8 IR's rows
 }  # fmt: skip
 
 
