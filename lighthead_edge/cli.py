@@ -429,6 +429,45 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 
 
 @cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--val", "val_json", required=True, help="COCO json: AP of every point of the search.")
+@click.option("--calib", required=True, help="Calibration images: a folder, a COCO json or a video file.")
+@click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default="openvino", show_default=True,
+              help="The engine to tune for (it is the one that is timed).")  # fmt: skip
+@click.option("--rois", default="25,50,100,200,300", show_default=True, callback=number_list(int, 1, 100_000),
+              help="RoI budgets to try (the checkpoint's own is always tried: the FP32 reference).")  # fmt: skip
+@click.option("--max-drop", default=0.01, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Largest AP drop against FP32 at the checkpoint's budget, in (0, 1] (0.01 = 1 pt).")  # fmt: skip
+@click.option("--calib-size", default=300, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--selection", type=click.Choice(["uniform", "diverse"]), default="uniform", show_default=True)
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024), help="Threads for latency.")
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed runs per latency figure.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
+def tune(checkpoint: str, val_json: str, calib: str, backend: str, rois: tuple[int, ...], max_drop: float,
+         calib_size: int, selection: str, threads: int, runs: int, out: str) -> None:  # fmt: skip
+    """Search the RoI budget and which layers run INT8 on this CPU; write the fastest bundle within --max-drop,
+    with a report (tune.md) and an AP-against-latency plot (tune.png)."""
+    from lighthead_edge.compress.calibration import Selection
+    from lighthead_edge.compress.tune import TuneSettings, tune_checkpoint
+    from lighthead_edge.runtime.bundle import Backend
+
+    settings = TuneSettings(
+        val_json=val_json, backend=Backend(backend), rois=tuple(rois), max_drop=max_drop, calib_size=calib_size,
+        selection=Selection(selection), threads=threads, runs=runs,
+    )  # fmt: skip
+    run = tune_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
+    try:
+        from lighthead_edge.runtime.runner import remember_bundle
+
+        remember_bundle(run.bundle)
+    except ImportError:
+        pass
+    click.echo(f"bundle: {run.bundle}")
+    click.echo(f"report: {run.report}")
+
+
+@cli.command()
 @click.argument("model")
 @click.option("--val", "val_json", default=None, help="COCO json: AP/AP50 per variant.")
 @click.option("--threads", default="1,2", show_default=True, callback=number_list(int, 1, 1024),

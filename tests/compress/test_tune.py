@@ -1,0 +1,56 @@
+"""``lighthead-edge tune``: RoI budgets x FP32/INT8 measured on this CPU, the fastest point within the AP budget
+written as the bundle, with its report and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from exported import ExportedAssets
+
+from lighthead_edge.compress.tune import Point, pareto
+from lighthead_edge.runtime.bundle import load_bundle
+from lighthead_edge.runtime.detector import Detector
+
+CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
+
+
+def test_pareto_front() -> None:
+    pts = [Point(10, "int8", 0.30, 0.5, 10.0), Point(10, "fp32", 0.32, 0.5, 20.0), Point(50, "int8", 0.29, 0.5, 15.0),
+           Point(50, "fp32", 0.35, 0.5, 30.0), Point(100, "fp32", 0.34, 0.5, 40.0)]  # fmt: skip
+    assert [(p.rois, p.precision) for p in pareto(pts)] == [(10, "int8"), (10, "fp32"), (50, "fp32")]
+
+
+def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAssets, tmp_path: Path) -> None:
+    out = tmp_path / "tuned"
+    code, stdout, err = cli("tune", CHECKPOINT, "--val", assets.val_json, "--calib", assets.val_json,
+                            "--backend", "onnxruntime", "--rois", "8,30", "--max-drop", "0.02", "--calib-size", "4",
+                            "--threads", "1", "--runs", "3", "--out", out)  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "tune.json").read_text())
+    points, reference, chosen = report["points"], report["reference"], report["chosen"]
+    own = reference["rois"]
+    assert {p["rois"] for p in points} == {8, 30, own} and reference["precision"] == "fp32"
+    assert {(p["rois"], p["precision"]) for p in points if not p["accuracy_control"]} == {
+        (r, q) for r in (8, 30, own) for q in ("fp32", "int8")}  # fmt: skip
+    ok = [p for p in points if reference["ap"] - p["ap"] <= 0.02]
+    assert chosen["latency_ms"] == min(p["latency_ms"] for p in ok) and chosen in [
+        {k: v for k, v in p.items()} for p in ok]  # fmt: skip
+    bundle = load_bundle(out)  # every checksum, the tune files' included
+    assert {"tune.md", "tune.json", "tune.png"} <= set(bundle.manifest["files"])
+    assert bundle.manifest["tune"]["chosen"]["label"] == chosen["label"]
+    assert bundle.manifest["postprocessing"]["rois"] == chosen["rois"]  # the chosen budget is the graph's
+    assert not (out / ".tune").exists() and (out / "tune.png").stat().st_size > 5000
+    det = Detector(out, backend="onnxruntime", precision=chosen["precision"], threads=1)
+    assert det.artifact.precision.value == chosen["precision"]
+    md = (out / "tune.md").read_text()
+    assert f"**Chosen: {chosen['label']}**" in md and "| Pareto |" in md
+    assert f"bundle: {out}" in stdout
+
+
+@pytest.mark.parametrize(("args", "match"), [(["--rois", "0,10"], "--rois"), (["--max-drop", "2"], "--max-drop")])
+def test_bad_tune_options_are_one_line(cli, assets: ExportedAssets, tmp_path: Path, args, match) -> None:
+    code, _, err = cli("tune", CHECKPOINT, "--val", assets.val_json, "--calib", assets.val_json, *args,
+                       "--out", tmp_path / "b")  # fmt: skip
+    assert code == 2 and match in err and "Traceback" not in err and not (tmp_path / "b").exists()
