@@ -148,7 +148,7 @@ def main() -> None:
               "vs exact host letterbox | AP host | AP frame | dAP | ms host (letterbox) | ms frame-in | frame/host |")
     lines = [f"host: {results['host']}, {args.threads} threads, medians of {args.runs} interleaved runs", "",
              header, "|" + "---|" * 13]  # fmt: skip
-    pct = lambda a, b: f"{100 * a / max(1, b):.1f}%"  # noqa: E731
+    pct = lambda a, b: f"{100 * a / b:.1f}%" if b else "none"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['frame']} | {r['backend']} | {r['precision']} | {r['matched']}/{r['total']} "
