@@ -226,7 +226,7 @@ class CameraSource(_CaptureSource):
 
 
 # ------------------------------------------------------------------------------------- why a stream won't open
-_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935, "rtmps": 443, "srt": None}
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935, "rtmps": 443}
 
 
 def _md5(text: str) -> str:
@@ -367,7 +367,6 @@ class UrlSource(_CaptureSource):
         self.url, self.log = url, log
         self.name = f"stream {redact(url)}"
         self.live = urlsplit(url).scheme.lower() != "file"
-        self.report_end = True  # log why a live stream ended (Reconnecting turns it off: it reports and reopens)
         self._open_took = 0.0
         self._interrupted = False
 
@@ -381,7 +380,7 @@ class UrlSource(_CaptureSource):
     def read(self) -> Frame | None:
         start = time.monotonic()
         frame = super().read()
-        if frame is None and self.live and self.report_end and self.log is not None and self.cap is not None:
+        if frame is None and self.live and self.log is not None and self.cap is not None:  # Reconnecting: log None
             waited = time.monotonic() - start
             why = f"no frames for {waited:.1f} s" if waited > STALL_S else "ended (the server closed the stream)"
             self.log(f"warning: {self.name}: {why}; add --reconnect to keep reading it")
@@ -565,8 +564,6 @@ class Reconnecting(Source):
         self.inner, self.initial, self.maximum, self.log = inner, initial, maximum, log
         self.name, self.live, self.fps = inner.name, inner.live, inner.fps
         inner.log = None  # the drop and the size changes are reported here, with what is done about them
-        if isinstance(inner, UrlSource):
-            inner.report_end = False
         self._stop = threading.Event()
         self._open = self._tried = False
         self._delay = initial

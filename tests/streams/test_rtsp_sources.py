@@ -40,14 +40,20 @@ def read_burst(source: Source, fps: float = 15.0) -> int:
 
 
 def test_rtsp_mjpeg_reads_at_the_stream_rate(rtsp_server) -> None:
-    """The frames FFmpeg read while opening come first, in a burst; then one per frame interval."""
+    """The frames FFmpeg read while opening come first, in a burst; then one per frame interval. Without
+    Reconnecting, a server that goes away ends the stream with one line saying so."""
     server = rtsp_server(size="320x240", fps=15)
-    source = UrlSource(server.url(), log=None)
+    logs: list[str] = []
+    source = UrlSource(server.url(), log=logs.append)
     start = time.monotonic()
     with source:
         opened = time.monotonic() - start
         burst = read_burst(source)
         frames = read_n(source, 30)
+        server.kill()
+        read_n(source, 1000)
+    assert logs == [f"warning: stream {server.url()}: ended (the server closed the stream); add --reconnect to keep "
+                    "reading it"]  # fmt: skip
     took = frames[-1].timestamp - frames[0].timestamp
     print(f"\nRTSP MJPEG 320x240@15: open {opened:.2f} s, then a burst of {burst} buffered frames, then 30 frames "
           f"in {took:.2f} s ({29 / took:.1f} fps)")  # fmt: skip
