@@ -356,10 +356,11 @@ class UrlSource(_CaptureSource):
         Those frames come out first, in a burst, stamped when read; the pipeline keeps only the newest of a burst
         and counts the rest dropped, so every frame the server sent is processed or counted.
 
-        OpenCV asks RTSP servers for RTP over the RTSP TCP connection first (FFmpeg's ``rtsp_flags=prefer_tcp``), so
-        a server that dies closes the connection and the next read fails at once; over UDP it would wait for the
-        read timeout. Setting ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` replaces that default: include
-        ``rtsp_transport;tcp`` in it.
+        OpenCV asks RTSP servers for RTP over the RTSP TCP connection first (FFmpeg's ``rtsp_flags=prefer_tcp``): no
+        UDP ports to let through a firewall or NAT, no packets lost to a full socket buffer. Setting
+        ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` replaces that default (include ``rtsp_transport;tcp`` to keep it). Either
+        way a server that dies resets the RTSP connection and the next read fails at once; a hung server or a cut
+        cable is noticed by the read timeout.
     """
 
     def __init__(self, url: str, *, log: Log | None = _stderr) -> None:
