@@ -405,14 +405,22 @@ def _describe(settings: RunSettings, bundle: Path, detector: Any, pipeline: Any)
     described = {
         "bundle": str(bundle), "artifact": detector.artifact.key, "device": settings.device,
         "threads": settings.threads, "nireq": pipeline.nireq, "hint": settings.hint, "source": pipeline.source.name,
-        "drop_stale_frames": pipeline.drop, "source_spec": {k: v for k, v in asdict(settings.source).items()},
+        "drop_stale_frames": pipeline.drop, "source_spec": _spec_record(settings.source),
     }  # fmt: skip
     if len(settings.sources) > 1:
         described["sources"] = {
-            name: {"source": src.name, **asdict(spec)}
+            name: {"source": src.name, **_spec_record(spec)}
             for name, spec, src in zip(settings.names, settings.sources, _opened(pipeline, settings), strict=True)
         }
     return described
+
+
+def _spec_record(spec: SourceSpec) -> dict[str, Any]:
+    """A source spec for the summary, a URL's password replaced by ``***`` (:func:`redact`)."""
+    record = asdict(spec)
+    if spec.kind is SourceKind.URL:
+        record["target"] = redact(spec.target)
+    return record
 
 
 def _opened(pipeline: Any, settings: RunSettings) -> list[Any]:

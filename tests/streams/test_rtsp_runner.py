@@ -133,7 +133,6 @@ def test_wrong_credentials(rtsp_server, start_runner, stream_bundle: Path, tmp_p
     no_secret("wrong-pw", out, err)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/runner.py _describe writes settings.source_spec.target unredacted")
 def test_password_not_in_summary_json(rtsp_server, start_runner, stream_bundle: Path, tmp_path: Path) -> None:
     server = rtsp_server(auth="viewer:s3cret-pw")
     summary_path = tmp_path / "summary.json"
