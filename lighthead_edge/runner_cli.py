@@ -13,19 +13,20 @@ THREADS, NIREQ, SCORE = click.IntRange(1, 1024), click.IntRange(1, 64), Finite(0
 
 
 class RawSize(click.ParamType):
-    """``WxH``, each side 1..16384: a malformed size is a bad option value (exit 2), checked as the option is parsed;
-    a good size that the stream then doesn't match is the source's error (exit 6)."""
+    """``WxH`` (standard input) or ``WxH@PATH`` (a named pipe or file), each side 1..16384: a malformed size is a bad
+    option value (exit 2), checked as the option is parsed; a good size that the stream then doesn't match is the
+    source's error (exit 6)."""
 
-    name = "WxH"
+    name = "WxH[@PATH]"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        from lighthead_edge.runtime.sources import SourceError, parse_raw_size
+        from lighthead_edge.runtime.sources import SourceError, parse_raw_target
 
         try:
-            width, height = parse_raw_size(str(value))
+            width, height, path = parse_raw_target(str(value))
         except SourceError as exc:
             self.fail(str(exc).removeprefix("--stdin-raw "), param, ctx)
-        return f"{width}x{height}"
+        return f"{width}x{height}" + (f"@{path}" if path else "")
 
 
 @click.command("run")
@@ -49,8 +50,9 @@ class RawSize(click.ParamType):
     type=click.Path(dir_okay=False),
     help="A file of sources, one per line (URL, video, image folder, camera index; # comments).",
 )
-@click.option("--stdin-raw", "stdin_raw", default=None, type=RawSize(), metavar="WxH",
-              help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink).")  # fmt: skip
+@click.option("--stdin-raw", "stdin_raw", multiple=True, type=RawSize(), metavar="WxH[@FIFO]",
+              help="Raw bgr24 frames of this size on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -, fdsink), or with "
+                   "@FIFO from a named pipe or file; repeatable (one may read stdin).")  # fmt: skip
 @click.option("--reconnect", is_flag=True, help="Camera/URL: reopen a dropped stream with exponential backoff.")
 @click.option("--backend", type=click.Choice(["openvino", "onnxruntime"]), default=None,
               help="Inference engine [default: openvino if installed, else onnxruntime].")  # fmt: skip
@@ -88,14 +90,15 @@ class RawSize(click.ParamType):
 def run_cmd(
     model: str | None, camera: tuple[int, ...], width: int | None, height: int | None, fps: float | None,
     video: tuple[str, ...], loop: bool, url: tuple[str, ...], images: tuple[str, ...], source_list: str | None,
-    stdin_raw: str | None, reconnect: bool,
+    stdin_raw: tuple[str, ...], reconnect: bool,
     backend: str | None, device: str, precision: str | None, threads: int | None, nireq: int | None, hint: str,
     drop: bool | None, save: str | None, jsonl: str | None, show: bool, max_frames: int | None,
     duration: float | None, min_score: float, stats_every: float, summary_json: str | None, verbose: bool,
 ) -> None:  # fmt: skip
     """Run a bundle on cameras, streams, videos, image folders or raw stdin; write annotated videos and/or JSONL.
 
-    Sources: --camera N, --video PATH, --url URL, --images DIR (each repeatable), --sources FILE, --stdin-raw WxH.
+    Sources: --camera N, --video PATH, --url URL, --images DIR (each repeatable), --sources FILE, --stdin-raw
+    WxH (stdin) or WxH@FIFO (repeatable).
     Several sources share one compiled model: the engine takes their newest frames in turn, each source has its own
     stats, and one that stalls or reconnects holds back no other. Stats go to stderr every few seconds and a summary
     at the end; SIGINT/SIGTERM finish the frames in flight and close the files.
@@ -105,7 +108,7 @@ def run_cmd(
 
     options = {"width": width, "height": height, "fps": fps, "loop": loop, "reconnect": reconnect}
     given = ((SourceKind.CAMERA, camera), (SourceKind.VIDEO, video), (SourceKind.URL, url),
-             (SourceKind.IMAGES, images), (SourceKind.STDIN_RAW, (stdin_raw,) if stdin_raw else ()))  # fmt: skip
+             (SourceKind.IMAGES, images), (SourceKind.STDIN_RAW, stdin_raw))  # fmt: skip
     specs = [SourceSpec(kind, str(target), **options) for kind, targets in given for target in targets]
     errors: list[str] = []
     if source_list is not None:

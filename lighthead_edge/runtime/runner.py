@@ -123,8 +123,8 @@ class RunSettings:
                     else "; give --camera N, --video PATH, --url URL, --images DIR, --stdin-raw WxH or --sources"
                 )
             )
-        if sum(s.kind is SourceKind.STDIN_RAW for s in self.sources) > 1:
-            raise ConfigError("only one --stdin-raw source: standard input is one stream")
+        if sum(s.kind is SourceKind.STDIN_RAW and "@" not in s.target for s in self.sources) > 1:
+            raise ConfigError("only one --stdin-raw source can read standard input; give the others as WxH@FIFO")
         if len(self.sources) > 1 and self.save and SOURCE_PATTERN not in self.save:
             raise ConfigError(f"--save with {len(self.sources)} sources needs {SOURCE_PATTERN} in its path, one video "
                               f"per source, e.g. out_{SOURCE_PATTERN}.mp4")  # fmt: skip
@@ -157,7 +157,7 @@ def source_names(specs: Sequence[SourceSpec]) -> list[str]:
             parts = urlsplit(spec.target)
             base = Path(parts.path).stem or (parts.hostname or "stream")
         elif spec.kind is SourceKind.STDIN_RAW:
-            base = Path(spec.target.partition("@")[2]).name or "stdin"
+            base = Path(spec.target.partition("@")[2]).stem or "stdin"
         else:
             base = Path(spec.target).stem or "source"
         base = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or "source"

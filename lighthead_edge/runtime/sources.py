@@ -508,22 +508,48 @@ def parse_raw_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def parse_raw_target(text: str) -> tuple[int, int, str | None]:
+    """``"640x480"`` -> ``(640, 480, None)`` (standard input); ``"640x480@/run/cam1.fifo"`` -> ``(640, 480,
+    "/run/cam1.fifo")``: raw frames from a named pipe or file, so that several raw streams can run in one process."""
+    size, at, path = text.partition("@")
+    if at and not path.strip():
+        raise SourceError(f"--stdin-raw wants WIDTHxHEIGHT or WIDTHxHEIGHT@PATH, got {text!r}")
+    width, height = parse_raw_size(size)
+    return width, height, path.strip() or None
+
+
 class RawStreamSource(Source):
-    """Raw ``bgr24`` frames of a fixed ``width x height`` on a byte stream (standard input by default), as written
-    by ``ffmpeg -f rawvideo -pix_fmt bgr24 -`` or a GStreamer ``fdsink``. A short last frame is counted corrupt."""
+    """Raw ``bgr24`` frames of a fixed ``width x height`` on a byte stream (standard input by default, or the named
+    pipe or file ``path``), as written by ``ffmpeg -f rawvideo -pix_fmt bgr24 -`` or a GStreamer ``fdsink`` /
+    ``filesink``. A short last frame is counted corrupt."""
 
     live = True
 
-    def __init__(self, width: int, height: int, stream: BinaryIO | None = None, fps: float | None = None) -> None:
+    def __init__(
+        self, width: int, height: int, stream: BinaryIO | None = None, fps: float | None = None,
+        path: str | None = None,
+    ) -> None:  # fmt: skip
         self.width, self.height, self.fps = width, height, fps
-        self.stream = stream
-        self.name = f"raw {width}x{height} bgr24 on {'stdin' if stream is None else 'a stream'}"
+        self.stream, self.path = stream, path
+        self._owned = False
+        where = path if path is not None else ("stdin" if stream is None else "a stream")
+        self.name = f"raw {width}x{height} bgr24 on {where}"
 
     @property
     def is_open(self) -> bool:
         return self.stream is not None
 
+    def close(self) -> None:
+        if self._owned and self.stream is not None:
+            self.stream.close()
+            self.stream, self._owned = None, False
+
     def open(self) -> None:
+        if self.stream is None and self.path is not None:
+            try:  # a FIFO's open waits for its writer, as a pipe on stdin does
+                self.stream, self._owned = open(self.path, "rb", buffering=0), True  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise SourceError(f"--stdin-raw can't read {self.path}: {exc.strerror}") from None
         if self.stream is None:
             if sys.stdin is None or sys.stdin.isatty():
                 raise SourceError(
@@ -728,8 +754,8 @@ def open_source(spec: SourceSpec, *, log: Log = _stderr) -> Source:
     elif spec.kind is SourceKind.IMAGES:
         source = ImageFolderSource(spec.target)
     else:
-        width, height = parse_raw_size(spec.target)
-        source = RawStreamSource(width, height, fps=spec.fps)
+        width, height, path = parse_raw_target(spec.target)
+        source = RawStreamSource(width, height, fps=spec.fps, path=path)
     if spec.reconnect and source.live and spec.kind is not SourceKind.STDIN_RAW:
         source = Reconnecting(source, log=log)
     return source

@@ -181,3 +181,35 @@ def test_frames_of_each_source_come_in_order(tiny_bundle: Path) -> None:
             assert isinstance(result.frame, np.ndarray)
     assert all(v == list(range(30)) for v in seen.values()), seen
     assert pipe.stopped_by == "max-frames"
+
+
+def test_raw_streams_on_named_pipes_and_stdin(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:
+    """``--stdin-raw WxH@FIFO`` is repeatable, beside one ``--stdin-raw WxH`` on standard input: three raw streams,
+    one process, every frame of each (a short last one counted corrupt) in its own JSONL file."""
+    import os
+
+    frames = {"cam_a": 7, "cam_b": 4}
+    for name in frames:
+        os.mkfifo(tmp_path / f"{name}.fifo")
+
+    def feed(name: str, n: int) -> None:
+        with open(tmp_path / f"{name}.fifo", "wb") as pipe:  # blocks until the runner opens its end
+            for i in range(n):
+                pipe.write(make_frame(i, 32, 24).tobytes())
+            pipe.write(b"\0" * 100)  # a short last frame
+
+    writers = [threading.Thread(target=feed, args=item, daemon=True) for item in frames.items()]
+    for writer in writers:
+        writer.start()
+    stdin = b"".join(make_frame(i, 32, 24).tobytes() for i in range(5))
+    proc = run_cli("--model", tiny_bundle, "--stdin-raw", "32x24", "--stdin-raw", f"32x24@{tmp_path / 'cam_a.fifo'}",
+                   "--stdin-raw", f"32x24@{tmp_path / 'cam_b.fifo'}", "--no-drop", "--jsonl",
+                   tmp_path / "{source}.jsonl", "--summary-json", tmp_path / "s.json", "--stats-every", "0",
+                   input=stdin)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    counts = {n: len((tmp_path / f"{n}.jsonl").read_text().splitlines()) for n in ("stdin", "cam_a", "cam_b")}
+    assert counts == {"stdin": 5, **frames}
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert {k: v["corrupt"] for k, v in summary["streams"].items()} == {"stdin": 0, "cam_a": 1, "cam_b": 1}
+    proc = run_cli("--model", tiny_bundle, "--stdin-raw", "32x24", "--stdin-raw", "32x24", input=b"")
+    assert proc.returncode == 2 and b"only one --stdin-raw source can read standard input" in proc.stderr
