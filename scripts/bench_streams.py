@@ -3,10 +3,11 @@
     python scripts/bench_streams.py BUNDLE [--backend openvino] [--precision fp32] [--threads 2] [--nireq N]
         [--streams 1,2,4,8] [--seconds 10] [--frame 640x480] [--out runs/streams]
 
-In one run, on the same bundle, threads and requests in flight:
+In one run, on the same bundle, threads and requests in flight, in ``--rounds`` rounds (the stream counts in a
+rotated order each round; medians), so that a slow spell of a shared host hits every row alike:
 
 - ``model only``: the backend's async queue kept full with one prepared input (no capture, no letterbox, no
-  postprocessing): the most the engine gives; measured first and last, the table's baseline is their mean;
+  postprocessing): the most the engine gives; measured once per round and at the end, the baseline is the median;
 - ``N streams``: a :class:`~lighthead_edge.runtime.pipeline.Pipeline` over N live sources, each sending frames
   (``--frame`` size, letterboxed on the host like a camera's) faster than the engine can take them all, so every
   stream always has a newest frame waiting: aggregate fps against the model-only figure (target >= 90%), and each
@@ -144,8 +145,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nireq", type=int, default=None, help="requests in flight [default: the engine's]")
     parser.add_argument("--streams", default="1,2,4,8")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frame", default="640x480", help="the cameras' frame size WxH (host letterboxed)")
+    parser.add_argument("--oversubscribe", type=float, default=1.5,
+                        help="all streams together send this many times the model-only rate (so no stream waits)")
     parser.add_argument("--out", default="runs/streams")
     args = parser.parse_args()
     global FRAME_HW
@@ -155,20 +159,30 @@ def main() -> None:
                         hint="throughput", jobs=args.nireq)  # fmt: skip
     nireq = AsyncEngine(detector, args.nireq).nireq
     print(f"{detector.artifact.key}, {args.threads} threads, nireq {nireq}; {host_description()}", flush=True)
-    first = model_only(detector, nireq, args.seconds)
-    print(f"model only: {first:.1f} inferences/s", flush=True)
-    rows = []
-    for n in (int(v) for v in args.streams.split(",")):
-        # every stream sends faster than its fair share: the engine, not the cameras, sets the pace
-        row = streams_run(detector, nireq, n, fps=2.0 * first / n + 5.0, seconds=args.seconds)
-        rows.append(row)
-        print(f"{n} streams: {row['fps']:.1f} fps, shares {row['share_min']:.3f}..{row['share_max']:.3f}", flush=True)
-    last = model_only(detector, nireq, args.seconds)
-    base = (first + last) / 2
+    counts = [int(v) for v in args.streams.split(",")]
+    alone: list[float] = []
+    runs: dict[int, list[dict]] = {n: [] for n in counts}
+    for r in range(args.rounds):  # model-only and every stream count once per round, the order rotated
+        alone.append(model_only(detector, nireq, args.seconds))
+        print(f"round {r + 1}: model only {alone[-1]:.1f} inferences/s", flush=True)
+        for n in counts[r % len(counts):] + counts[: r % len(counts)]:
+            # every stream sends faster than its fair share: the engine, not the cameras, sets the pace
+            row = streams_run(detector, nireq, n, fps=args.oversubscribe * alone[-1] / n + 1.0, seconds=args.seconds)
+            runs[n].append(row)
+            print(f"round {r + 1}: {n} streams {row['fps']:.1f} fps, shares {row['share_min']:.3f}.."
+                  f"{row['share_max']:.3f}", flush=True)  # fmt: skip
+    alone.append(model_only(detector, nireq, args.seconds))
+    base = float(np.median(alone))
+    rows = [{"streams": n, "fps": float(np.median([r["fps"] for r in runs[n]])),
+             "share_min": min(r["share_min"] for r in runs[n]), "share_max": max(r["share_max"] for r in runs[n]),
+             "latency_p50_ms": float(np.median([r["latency_p50_ms"] for r in runs[n]])),
+             "infer_p50_ms": float(np.median([r["infer_p50_ms"] for r in runs[n]])), "runs": runs[n]}
+            for n in counts]  # fmt: skip
     stall = stall_run(detector, nireq, fps=base / 4, seconds=max(9.0, args.seconds))
     lines = [f"host: {host_description()}; {detector.artifact.key}, {args.threads} threads, nireq {nireq}, "
              f"frames {w}x{h}, {args.seconds:.0f} s per row",
-             "", f"model only (async queue kept full): {first:.1f} and {last:.1f} inferences/s, mean {base:.1f}", "",
+             "", f"model only (async queue kept full): {', '.join(f'{a:.1f}' for a in alone)} inferences/s, "
+             f"median {base:.1f}; {args.rounds} rounds, stream counts in rotated order, medians", "",
              "| streams | aggregate fps | / model only | share of fair (min..max) | latency p50 ms | infer p50 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
@@ -181,7 +195,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"host": host_description(), "artifact": detector.artifact.key, "threads": args.threads,
-              "nireq": nireq, "model_only": [first, last], "rows": rows, "stall": stall}  # fmt: skip
+              "nireq": nireq, "model_only": alone, "rows": rows, "stall": stall}  # fmt: skip
     (out / "streams.json").write_text(json.dumps(result, indent=2))
     (out / "streams.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

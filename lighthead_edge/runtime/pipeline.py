@@ -351,6 +351,7 @@ class Pipeline:
     def summary(self, settings: dict[str, Any] | None = None) -> Summary:
         """Counters and stage latencies so far (see :class:`~lighthead_edge.runtime.stats.Summary`); with several
         sources, each one's own summary is in ``streams``."""
+        self._sync_counters()
         summary = self.stats.summary(self.stopped_by, settings)
         if len(self.streams) > 1:
             summary.streams = {s.name: s.stats.summary(s.stopped_by, {"source": s.source.name}).to_dict()
@@ -367,6 +368,11 @@ class Pipeline:
     def _fail(self, exc: BaseException) -> None:
         self._error = self._error or exc
         self.stop("error")
+
+    def window_line(self) -> str:
+        """The periodic stats line (:meth:`RunStats.window_line` of all sources together)."""
+        self._sync_counters()
+        return self.stats.window_line()
 
     def _sync_counters(self) -> None:
         totals = {name: 0 for name in SOURCE_COUNTERS}
@@ -386,7 +392,7 @@ class Pipeline:
                 start = time.perf_counter()
                 frame = stream.source.read()
                 read_at = time.perf_counter()
-                self._sync_counters()
+                stream.sync_counters()  # this source's own; the totals are summed when read (window_line, summary)
                 if frame is None:
                     break
                 for stats in (stream.stats, self.stats):

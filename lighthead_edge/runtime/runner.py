@@ -511,7 +511,7 @@ def run_video(
             streams = [(stream.name, stream.source.fps) for stream in pipeline.streams]
             with _Outputs(settings, streams, log) as outputs:  # only now: the inputs and bundle work
                 _log_start(log, bundle, detector, pipeline)
-                with _StatsPrinter(pipeline.stats.window_line, settings.stats_every, log):
+                with _StatsPrinter(pipeline.window_line, settings.stats_every, log):
                     for result in pipeline:
                         start = time.perf_counter()
                         outputs.write(result, pipeline)
