@@ -143,12 +143,20 @@ def test_an_edited_letterbox_is_refused(frame_bundles, tmp_path: Path):
         Detector(copy, backend="openvino", threads=1)
 
 
+def ranked(outputs: dict[str, np.ndarray], boxes: np.ndarray) -> np.ndarray:
+    """Rows (score, label, box in frame pixels) of the valid detections, by score, then label, then box."""
+    n = len(boxes)
+    rows = np.column_stack([outputs["scores"][0, :n], outputs["labels"][0, :n], boxes]).astype(np.float64)
+    return rows[np.lexsort([*rows[:, 2:].T[::-1], rows[:, 1], -np.round(rows[:, 0], 5)])]
+
+
 def test_quantize_frame_size_int8(cli, assets: ExportedAssets, framed_sets, tmp_path: Path):
     """``quantize --frame-size``: the INT8 frame-in graphs are the host INT8 graphs (same calibration, same
     quantization parameters) between the in-graph letterbox and box mapping, so on the letterbox the graph computes
     they give the host INT8 graph's detections exactly, and on cv2's letterbox nearly all of them, with the same AP."""
     val = framed_sets[(240, 320)]  # frames from the camera calibrate both: what each path sees of them then agrees
-    common = ["--calib", str(val.parent / "images"), "--calib-size", "16", "--threads", "1", "--runs", "1"]
+    common = ["--calib", str(val.parent / "images"), "--calib-size", "16", "--threads", "1", "--runs", "1",
+              "--no-latency-aware"]  # two quantize runs: the same layers INT8 in both, whatever the CPU's noise
     code, _, err = cli("quantize", assets.checkpoint, *common, "--frame-size", "320x240", "--out", tmp_path / "f")
     assert code == 0, err
     assert "wrapping the openvino INT8 graph for 320x240 frames" in err
@@ -168,10 +176,11 @@ def test_quantize_frame_size_int8(cli, assets: ExportedAssets, framed_sets, tmp_
             got, want = framed.infer(frame[None]), host.infer(image)
             n = int(want["num_detections"][0])
             assert n > 0 and int(got["num_detections"][0]) == n, backend
-            np.testing.assert_array_equal(got["labels"], want["labels"])
-            np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-6)
-            np.testing.assert_allclose(got["boxes"][0, :n], np.minimum(want["boxes"][0, :n] / 0.4, [320, 240] * 2),
-                                       rtol=1e-5, atol=1e-3)  # fmt: skip
+            mapped = np.minimum(want["boxes"][0, :n] / 0.4, [320, 240] * 2)
+            a, b = ranked(got, got["boxes"][0, :n]), ranked(want, mapped)  # tied scores may come in either order
+            np.testing.assert_array_equal(a[:, 1], b[:, 1])
+            np.testing.assert_allclose(a[:, 0], b[:, 0], atol=1e-6)
+            np.testing.assert_allclose(a[:, 2:], b[:, 2:], rtol=1e-5, atol=1e-3)
         # with the host's own letterbox, as the runtime runs them (cv2's uint8 resize, one grey level off on ~25% of
         # pixels, left 0.71 of the tiny model's low-score INT8 detections matched: see data.transforms.letterbox)
         assert matched_fraction(host, framed, frames) >= 0.98, backend

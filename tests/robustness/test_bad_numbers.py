@@ -36,12 +36,16 @@ REQUIRED: dict[str, list[str]] = {
     "prune": ["{m}/model.pt", "--data", "{m}/train.json", "--out", "{o}/pruned.pt"],
     "quantize": ["{m}/model.pt", "--calib", "{m}/calib.json", "--out", "{o}/bundle"],
     "bench": ["{m}/bundle"],
+    "tune": ["{m}/model.pt", "--val", "{m}/val.json", "--calib", "{m}/calib.json", "--out", "{o}/bundle"],
+    "serve": ["--model", "{m}/bundle", "--frigate", "ipc://{o}/frigate.sock"],
 }
 # options of type string that hold numbers: (command, option) -> values that are no valid value
 NUMERIC_TEXT: dict[tuple[str, str], list[str]] = {
     ("bench", "--threads"): ["0", "-1", "1,0", "nan", "inf", "1.5", "a", "", ",", "1,,2", "99999999999999999"],
     ("train", "--anchor-scales"): ["", "a", "nan", "inf", "-1", "0", "2,,4", "2,-4", "1e400", ","],
-    ("run", "--stdin-raw"): ["", "0x0", "-5x10", "10x-5", "axb", "10", "10x", "nanxnan", "99999999x99999999", "1.5x2"],
+    ("run", "--stdin-raw"): ["", "0x0", "-5x10", "10x-5", "axb", "10", "10x", "nanxnan", "99999999x99999999", "1.5x2",
+                             "10x10@", "@fifo"],
+    ("tune", "--rois"): ["", "a", "nan", "inf", "0", "-1", "2,,4", ",", "1.5", "100001"],
 }
 
 
