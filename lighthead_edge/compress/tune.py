@@ -7,8 +7,9 @@ bundle whose AP is within the budget.
 For every RoI budget (``--rois``, the graph's static post-NMS RoI slots) it quantizes the checkpoint
 (:func:`~lighthead_edge.compress.quantize.quantize_checkpoint`, latency-aware: the layers INT8 makes slower here stay
 float) and measures COCO AP and latency of the FP32 and the INT8 graph. The reference is the FP32 graph at the
-checkpoint's own budget. When the fastest INT8 point is over the AP budget, that budget is quantized again with
-accuracy control (``max_drop``), which reverts the layers that cost the most AP. The fastest point within
+checkpoint's own budget. When the fastest INT8 point among the budgets whose FP32 is within the AP budget is over it,
+that budget is quantized again with accuracy control (``max_drop``), which reverts the layers that cost the most AP
+(it can give back what INT8 cost, not what a smaller RoI budget cost). The fastest point within
 ``max_drop`` of the reference wins; its bundle is written to ``out`` (atomically, like ``export``), with
 ``tune.md``, ``tune.json`` and ``tune.png`` (AP against latency, every point, the Pareto front and the choice).
 
@@ -154,11 +155,14 @@ def tune_checkpoint(
             log("    " + "; ".join(f"{p.precision} AP {p.ap:.4f} {p.latency_ms:.1f} ms" for p in points[-2:]))
         reference = next(p for p in points if p.rois == own and p.precision == "fp32")
         within = lambda p: reference.ap - p.ap <= s.max_drop  # noqa: E731
-        int8 = sorted((p for p in points if p.precision == "int8"), key=lambda p: p.latency_ms)
+        fp32_within = {p.rois for p in points if p.precision == "fp32" and within(p)}
+        # accuracy control can give back what INT8 cost, not what a smaller RoI budget cost: only where FP32 is in
+        int8 = [p for p in points if p.precision == "int8" and p.rois in fp32_within]
+        int8.sort(key=lambda p: p.latency_ms)
         if int8 and not within(int8[0]):
             rois = int8[0].rois
-            log(f"the fastest INT8 point ({rois} RoIs) drops AP by {reference.ap - int8[0].ap:.4f}: quantizing it "
-                "again with accuracy control")  # fmt: skip
+            log(f"the fastest INT8 point whose FP32 is within budget ({rois} RoIs) drops AP by "
+                f"{reference.ap - int8[0].ap:.4f}: quantizing it again with accuracy control")  # fmt: skip
             run = quantize_checkpoint(checkpoint, work / f"rois_{rois}_ac", calib=calib,
                                       settings=replace(base, rois=rois, max_drop=s.max_drop),
                                       log=lambda m: None)  # fmt: skip

@@ -74,8 +74,9 @@ def letterbox(
         letterbox computes (``export --frame-size``), so the host path and the graph feed the model the same image.
         cv2's uint8 INTER_LINEAR (11-bit fixed-point weights) is one grey level off on 22-30% of pixels, which moved
         INT8 boxes: host and frame-in INT8 graphs agreed on 4-8% of detections at IoU 0.99 with it, and on all of
-        them with this (NEON model, 640x480 and 1280x720 frames). It costs 0.8 ms against 0.6 ms at 640x480, 3.5
-        against 0.5 ms at 1280x720 (2 threads, AVX2-only EPYC); a frame-in graph takes that work off the host.
+        them with this (NEON model, 640x480 and 1280x720 frames). It costs 0.5 ms against 0.44 ms at 640x480, 0.41
+        against 0.32 ms for 320x320 -> 512x512, 2.2 against 0.44 ms at 1280x720 (quiet 2-vCPU AVX2-only EPYC, cv2's
+        threads); a frame-in graph takes that work off the host.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise DataError(f"expected a uint8 [H, W, 3] BGR image, got {image_bgr.dtype} {list(image_bgr.shape)}")
@@ -84,7 +85,7 @@ def letterbox(
     scale, (new_h, new_w) = letterbox_geometry((h, w), (out_h, out_w))
     if (new_h, new_w) != (h, w):
         resized = cv2.resize(image_bgr.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        image_bgr = np.rint(resized, out=resized).astype(np.uint8)  # bilinear of 0..255 stays in 0..255
+        image_bgr = cv2.convertScaleAbs(resized)  # round half to even (as np.rint) and saturate: 0..255 already
     out = np.empty((out_h, out_w, 3), dtype=np.uint8)
     out[:] = pad_bgr
     out[:new_h, :new_w] = image_bgr
