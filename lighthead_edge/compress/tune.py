@@ -184,7 +184,7 @@ def _write_report(
 
     front = pareto(points)
     data = {"model": checkpoint.name, "host": host_description(), "backend": s.backend.value, "threads": s.threads,
-            "val_data": s.val_json, "max_drop": s.max_drop,
+            "val_data": s.val_json, "max_drop": s.max_drop, "settings": _settings(s),
             "reference": _plain(reference), "chosen": _plain(chosen),
             "points": [_plain(p) for p in points], "pareto": [p.label for p in front]}  # fmt: skip
     (root / "tune.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -206,9 +206,14 @@ def _write_report(
     manifest = read_manifest(root)
     manifest["files"].update(file_records(root, TUNE_FILES))
     manifest["tune"] = {"chosen": _plain(chosen, bundle=False), "reference": _plain(reference, bundle=False),
-                        "max_drop": s.max_drop, "report": "tune.md"}  # fmt: skip
+                        "max_drop": s.max_drop, "settings": _settings(s), "report": "tune.md"}  # fmt: skip
     write_manifest(root, manifest)
     return root / "tune.md"
+
+
+def _settings(s: TuneSettings) -> dict[str, Any]:
+    """Every setting the search used, as JSON values."""
+    return {**asdict(s), "backend": s.backend.value, "selection": s.selection.value, "rois": list(s.rois)}
 
 
 def _plain(p: Point, bundle: bool = True) -> dict[str, Any]:

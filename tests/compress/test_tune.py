@@ -40,6 +40,8 @@ def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAsset
     bundle = load_bundle(out)  # every checksum, the tune files' included
     assert {"tune.md", "tune.json", "tune.png"} <= set(bundle.manifest["files"])
     assert bundle.manifest["tune"]["chosen"]["label"] == chosen["label"]
+    assert report["settings"] == {**bundle.manifest["tune"]["settings"], "calib_size": 4, "runs": 3, "threads": 1,
+                                  "rois": [8, 30], "backend": "onnxruntime", "max_drop": 0.02}  # every setting used
     assert bundle.manifest["postprocessing"]["rois"] == chosen["rois"]  # the chosen budget is the graph's
     assert not (out / ".tune").exists() and (out / "tune.png").stat().st_size > 5000
     det = Detector(out, backend="onnxruntime", precision=chosen["precision"], threads=1)

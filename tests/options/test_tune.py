@@ -1,0 +1,74 @@
+"""Every option of ``tune`` reaches the code that uses it: the quantize runs it makes (their settings recorded, the
+run stopped there) and the recorded settings of the search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lighthead_edge.cli import cli
+from lighthead_edge.compress import tune as tune_module
+
+
+class Stop(Exception):
+    """The first quantize run was reached."""
+
+
+CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
+
+# option name -> (arguments, check(the first quantize run's keyword arguments, all budgets tried))
+CASES = {
+    "checkpoint": ([], lambda q, b: Path(q["checkpoint"]) == CHECKPOINT),
+    "val_json": ([], lambda q, b: q["settings"].val_json == "{val}" and q["settings"].bench.val_json == "{val}"),
+    "calib": ([], lambda q, b: str(q["calib"]) == "{calib}"),
+    "backend": (["--backend", "onnxruntime"], lambda q, b: [x.value for x in q["settings"].backends] == ["onnxruntime"]),  # noqa: E501
+    "rois": (["--rois", "3,13"], lambda q, b: q["tune"].rois == (3, 13) and b == [3]),  # the smallest goes first
+    "max_drop": (["--max-drop", "0.03"], lambda q, b: q["tune"].max_drop == 0.03),
+    "calib_size": (["--calib-size", "5"], lambda q, b: q["settings"].calib_size == 5),
+    "selection": (["--selection", "diverse"], lambda q, b: q["settings"].selection.value == "diverse"),
+    "threads": (["--threads", "1"], lambda q, b: q["settings"].bench.threads == (1,)),
+    "runs": (["--runs", "3"], lambda q, b: q["settings"].bench.runs == 3),
+    "out": ([], lambda q, b: Path(q["out"]).parent.parent.name.startswith(".tuned.")),  # inside the hidden folder
+}  # fmt: skip
+
+
+def run_tune(monkeypatch, tmp_path: Path, *args: str) -> tuple[dict, list[int]]:
+    seen: dict = {}
+    budgets: list[int] = []
+
+    def quantize(checkpoint, out, *, calib, settings, log):
+        seen.update(checkpoint=checkpoint, out=out, calib=calib, settings=settings)
+        budgets.append(settings.rois)
+        raise Stop
+
+    real = tune_module.TuneSettings
+
+    def settings_spy(**kw):
+        seen["tune"] = real(**kw)
+        return seen["tune"]
+
+    monkeypatch.setattr(tune_module, "quantize_checkpoint", quantize)
+    monkeypatch.setattr(tune_module, "TuneSettings", settings_spy)
+    base = ["tune", str(CHECKPOINT), "--val", "{val}", "--calib", "{calib}", "--out", str(tmp_path / "tuned")]
+    with pytest.raises(Stop):
+        cli.main(args=[*base, *args], standalone_mode=False)
+    monkeypatch.undo()
+    return seen, budgets
+
+
+def test_every_option_has_a_case() -> None:
+    assert {p.name for p in cli.commands["tune"].params} == set(CASES)
+
+
+@pytest.mark.parametrize("option", sorted(CASES))
+def test_option_reaches_its_consumer(option: str, monkeypatch, tmp_path: Path) -> None:
+    args, check = CASES[option]
+    seen, budgets = run_tune(monkeypatch, tmp_path, *args)
+    assert check(seen, budgets), f"tune {option}: {args} did not reach its consumer"
+
+
+def test_a_check_fails_without_its_option(monkeypatch, tmp_path: Path) -> None:
+    seen, budgets = run_tune(monkeypatch, tmp_path)
+    for option in ("backend", "rois", "max_drop", "calib_size", "selection", "threads", "runs"):
+        assert not CASES[option][1](seen, budgets), option
