@@ -49,6 +49,30 @@ def save_checkpoint(
     return path
 
 
+HALF_MIN_ELEMENTS = 1024  # weights at least this big are stored in float16; BN statistics and biases stay float32
+
+
+def save_compact(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Write ``src`` as a checkpoint to ship: no resumable training state, and every floating-point tensor of at least
+    ``HALF_MIN_ELEMENTS`` elements (conv and fc weights) stored in float16, which halves the file.
+    ``load_checkpoint`` loads it back into a float32 model (``load_state_dict`` casts), so the model computes in
+    float32 as before, from weights rounded to float16 (relative error <= 2**-11). Small tensors (BN running
+    statistics, whose variances can be below float16's normal range, and biases) stay float32. Returns the stored
+    payload's ``meta["storage"]`` record."""
+    payload = read_checkpoint(src)
+    state = payload["state_dict"]
+    halved = [k for k, v in state.items() if v.is_floating_point() and v.numel() >= HALF_MIN_ELEMENTS]
+    compact = {k: (v.half() if k in halved else v) for k, v in state.items()}
+    storage = {"float16": len(halved), "float32": len(state) - len(halved), "source": Path(src).name,
+               "note": f"floating-point tensors of >= {HALF_MIN_ELEMENTS} elements stored as float16; "
+                       "loaded as float32"}  # fmt: skip
+    out = {k: v for k, v in payload.items() if k != "train_state"}
+    out["state_dict"] = compact
+    out["meta"] = {**(payload.get("meta") or {}), "storage": storage}
+    atomic_torch_save(out, Path(dst))
+    return storage
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True

@@ -1,3 +1,4 @@
+import cv2
 import pytest
 import torch
 
@@ -143,3 +144,41 @@ def test_stage_costs_match_the_formula():
     assert rows["thin_map"].macs == pytest.approx(thin, rel=0.01)
     assert rows["rcnn_head"].macs == pytest.approx(300 * (490 * 2048 + 2048 * 4 + 2048 * 4), rel=0.01)
     assert set(rows) == {"backbone", "rpn", "thin_map", "rcnn_head"}
+
+
+def test_compact_checkpoint_halves_the_weights_and_loads_as_float32(tmp_path, synth_set):
+    """``save_compact`` (the checkpoints shipped under models/): big weights in float16, BN statistics and biases in
+    float32, no training state; it loads into a float32 model whose detections match the original's."""
+    from exported import CHECKPOINT
+
+    from lighthead_edge.modeling.checkpoint import HALF_MIN_ELEMENTS, read_checkpoint, save_compact
+
+    original, _, payload = load_checkpoint(CHECKPOINT)
+    full = tmp_path / "full.pt"
+    torch.save({**payload, "train_state": {"epoch": torch.tensor(3)}}, full)
+    storage = save_compact(full, tmp_path / "compact.pt")
+    stored = read_checkpoint(tmp_path / "compact.pt")
+    assert "train_state" not in stored and stored["meta"]["storage"] == storage
+    state = stored["state_dict"]
+    halves = {k for k, v in state.items() if v.dtype == torch.float16}
+    assert halves == {k for k, v in state.items() if v.is_floating_point() and v.numel() >= HALF_MIN_ELEMENTS}
+    assert storage["float16"] == len(halves) > 0 and storage["float32"] == len(state) - len(halves)
+    assert all(state[k].dtype == torch.float32 for k in state if k.endswith("running_var"))
+    assert (tmp_path / "compact.pt").stat().st_size < 0.6 * CHECKPOINT.stat().st_size
+    model, classes, _ = load_checkpoint(tmp_path / "compact.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters()) and classes == list(payload["classes"])
+    for k, v in model.state_dict().items():  # each weight is the original rounded to float16, nothing else
+        torch.testing.assert_close(
+            v, payload["state_dict"][k].half().float() if k in halves else payload["state_dict"][k]
+        )
+    from lighthead_edge.data.cocojson import image_paths
+
+    image = cv2.imread(str(image_paths(synth_set["val"])[0]))[:, :, ::-1]  # a 128x128 scene, RGB
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        a, b = original(x)[0], model(x)[0]
+    assert len(a["scores"]) >= 5
+    torch.testing.assert_close(b["scores"][:20], a["scores"][:20], atol=2e-3, rtol=0)  # sorted by score
+    from lighthead_edge.ops.boxes import box_iou
+
+    assert bool((box_iou(a["boxes"][:5], b["boxes"]).max(dim=1).values > 0.98).all())  # the top 5 found again
