@@ -193,9 +193,12 @@ def _teacher_loss(teacher_checkpoint: str, student, student_classes):
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Bundle only: which artifact [default: fp32].")  # fmt: skip
 @click.option("--threads", default=None, type=THREADS, help="Bundle only: inference threads [default: engine's].")
+@click.option("--diagnose", is_flag=True,
+              help="model.pt only: also measure what limits AP: AP per image (site), recall at IoU 0.3/0.5/0.7, "
+                   "GT box sizes against the RPN's anchors.")  # fmt: skip
 def eval_cmd(
     model: str, data_json: str, json_out: str | None, batch_size: int, backend: str | None, precision: str | None,
-    threads: int | None,
+    threads: int | None, diagnose: bool,
 ) -> None:  # fmt: skip
     """COCO mAP (pycocotools) of MODEL on a COCO json: a model.pt (torch), or a bundle folder (through the runtime)."""
     from lighthead_edge.evaluate import format_metrics
@@ -208,9 +211,13 @@ def eval_cmd(
         if special_kind(json_out) is None:  # only beside a regular file: never /dev/full.detections.json
             det_path = Path(json_out).with_suffix(".detections.json")
             check_output(det_path, {"MODEL": model, "--data": data_json}, "--json's detections file")
+    diagnosis = None
     if Path(model).is_dir():
         from lighthead_edge.evaluate import evaluate_bundle
 
+        if diagnose:
+            raise ConfigError("--diagnose measures a model.pt (its anchors and input size); MODEL is a bundle: give "
+                              "the checkpoint it was exported from")  # fmt: skip
         backend = backend or "openvino"
         metrics = evaluate_bundle(
             model, data_json, backend=backend, precision=precision, threads=threads, results_path=det_path
@@ -222,12 +229,25 @@ def eval_cmd(
 
         if backend or precision or threads:
             raise ConfigError("--backend, --precision and --threads apply to bundles; MODEL is a model.pt")
-        net, classes, _ = load_checkpoint(model)
-        metrics = evaluate_model(net, data_json, batch_size=batch_size, results_path=det_path)
+        net, classes, payload = load_checkpoint(model)
+        if diagnose:
+            from lighthead_edge.diagnose import evaluate_with_diagnosis, trained_rpn_fg_iou
+
+            metrics, diagnosis = evaluate_with_diagnosis(net, data_json, batch_size=batch_size, results_path=det_path,
+                                                         rpn_fg_iou=trained_rpn_fg_iou(payload))  # fmt: skip
+        else:
+            metrics = evaluate_model(net, data_json, batch_size=batch_size, results_path=det_path)
         label = Path(model).name
     click.echo(f"{label} on {Path(data_json).name}: {format_metrics(metrics)}")
+    if diagnosis is not None:
+        from lighthead_edge.diagnose import format_diagnosis
+
+        click.echo(format_diagnosis(diagnosis))
     if json_out:
-        write_atomic(json_out, json.dumps({"model": model, "data": data_json, "metrics": metrics}, indent=2), "--json")
+        record = {"model": model, "data": data_json, "metrics": metrics}
+        if diagnosis is not None:
+            record["diagnosis"] = diagnosis
+        write_atomic(json_out, json.dumps(record, indent=2), "--json")
 
 
 @cli.command()
@@ -270,13 +290,21 @@ cli.add_command(serve_cmd)
 
 @cli.command()
 @click.option("--out", default="runs/demo", show_default=True, help="Where the data, model and pictures go.")
-@click.option("--minutes", default=6.0, show_default=True, type=POSITIVE, help="Training budget.")
+@click.option("--model", default=None, type=click.Path(dir_okay=False),
+              help="A NEON checkpoint to start from [default: models/neon-mbv2-s.pt, the shipped one; "
+                   "models/neon-mbv2-s-pruned.pt is its pruned variant].")  # fmt: skip
+@click.option("--fine-tune", is_flag=True,
+              help="Start from ImageNet weights and fine-tune for --minutes first (a weak detector after 6 minutes, "
+                   "but the whole training path).")  # fmt: skip
+@click.option("--minutes", default=6.0, show_default=True, type=POSITIVE, help="Training budget of --fine-tune.")
 @click.option("--threads", default=None, type=THREADS, help="torch threads [default: all cores].")
-def demo(out: str, minutes: float, threads: int | None) -> None:
-    """The whole job on a built-in default: NEON tree crowns, ImageNet MobileNetV2, fine-tune, mAP, pictures."""
+def demo(out: str, model: str | None, fine_tune: bool, minutes: float, threads: int | None) -> None:
+    """The whole job on a built-in default: NEON tree crowns, the shipped model, mAP, tune, pictures, video."""
     from lighthead_edge.demo import run_demo
 
-    run_demo(out, minutes=minutes, threads=threads)
+    if fine_tune and model:
+        raise ConfigError("give --model or --fine-tune, not both (--fine-tune trains its own model)")
+    run_demo(out, model=model, fine_tune=fine_tune, minutes=minutes, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------------------- prune

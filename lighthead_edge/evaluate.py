@@ -101,12 +101,20 @@ def evaluate_model(
     model, json_path: str | Path, *, batch_size: int = 4, progress: bool = True, results_path=None
 ) -> dict:
     """COCO metrics of a torch detector on a COCO json; optionally write the raw detections to ``results_path``."""
+    return evaluate_detections(model, json_path, batch_size=batch_size, progress=progress,
+                               results_path=results_path)[0]  # fmt: skip
+
+
+def evaluate_detections(
+    model, json_path: str | Path, *, batch_size: int = 4, progress: bool = True, results_path=None
+) -> tuple[dict, list[dict]]:
+    """:func:`evaluate_model`'s metrics and the detections they were computed from (COCO result dicts)."""
     from lighthead_edge.data.coco import CocoDetection
 
     dataset = CocoDetection(json_path, input_size=model.config.input_size, train=False)
     results = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
     write_results(results_path, results)
-    return coco_map(json_path, results, dataset.image_ids)
+    return coco_map(json_path, results, dataset.image_ids), results
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

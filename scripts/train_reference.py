@@ -5,12 +5,19 @@
     python scripts/train_reference.py neon        # mobilenet_v2-S on the NEON tree crowns (real aerial images)
     python scripts/train_reference.py neon-holdout   # the same, evaluated on an in-domain held-out strip
     python scripts/train_reference.py all
+    python scripts/train_reference.py ship        # neon-holdout + its pruned variant -> models/ (the demo's models)
 
 Targets: COCO AP (0.5:0.95) >= 0.5 on the held-out synthetic split; AP50 >= 0.5 on OSBS_029 + SOAP_061.
 ``neon-holdout`` holds the bottom quarter of each training crop out (``data neon-trees --holdout 0.25``) and picks and
 evaluates on it: 224 in-domain crowns instead of 98 from two other sites, the steadier figure that compression
 (pruning, INT8) is measured against on NEON.
 Each run writes <out>/<name>/model.pt and metrics.json, and the script prints a table with the wall-clock times.
+
+``ship`` makes the checkpoints that ship under ``models/`` (the demo's default): the neon-holdout model (trained
+first when ``<out>/neon-holdout/model.pt`` is missing) and a pruned variant of it (``PRUNE`` below, distilled,
+fine-tuned for ``--prune-minutes``), both stored compact (``save_compact``: float16 weights, loaded as float32),
+evaluated again after compaction on the held-out split and on the cross-site plots, and listed with their sha256,
+sizes, settings and AP in ``models/README.md`` and ``models/SHA256SUMS``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ RUNS = {
 }
 
 
+# the synthetic winner's widths (README, Compression): -52.5% backbone + thin-map MACs; lr 1e-3 won on NEON's held-out
+PRUNE = ["--ratio", "0.15", "--thin-ratio", "0.8", "--distill", "--augment", "aerial", "--lr", "1e-3"]
+SHIPPED = {"model": "neon-mbv2-s.pt", "pruned": "neon-mbv2-s-pruned.pt"}
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
 def run(cmd: list[str]) -> None:
     print("$ lighthead-edge " + " ".join(cmd[len(CLI) :]), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
@@ -70,13 +83,86 @@ def reference_run(name: str, out: Path, minutes: float, threads: int | None) -> 
     return result
 
 
+def ship(out: Path, minutes: float, prune_minutes: float, threads: int | None, models: Path) -> list[dict]:
+    """The shipped checkpoints (see the module docstring) -> one record per checkpoint."""
+    import hashlib
+
+    from lighthead_edge.modeling.checkpoint import read_checkpoint, save_compact
+
+    root = out / "neon-holdout"
+    if not (root / "model.pt").is_file():
+        reference_run("neon-holdout", out, minutes, threads)
+    data = root / "data"
+    pruned = root / "pruned.pt"
+    if not pruned.is_file():
+        extra = ["--threads", str(threads)] if threads else []
+        run(CLI + ["prune", str(root / "model.pt"), *PRUNE, "--data", str(data / "train.json"),
+                   "--val", str(data / "holdout.json"), "--finetune-minutes", str(prune_minutes), "--out", str(pruned),
+                   *extra])  # fmt: skip
+    models.mkdir(parents=True, exist_ok=True)
+    records = []
+    for kind, source in (("model", root / "model.pt"), ("pruned", pruned)):
+        target = models / SHIPPED[kind]
+        save_compact(source, target)
+        metrics = {}
+        for split in ("holdout", "val"):  # the stored (float16) weights, evaluated again
+            path = root / f"eval_{kind}_{split}.json"
+            run(CLI + ["eval", str(target), "--data", str(data / f"{split}.json"), "--json", str(path)])
+            metrics[split] = json.loads(path.read_text())["metrics"]
+        payload = read_checkpoint(target)
+        records.append({
+            "file": target.name, "kind": kind, "bytes": target.stat().st_size,
+            "sha256": hashlib.sha256(target.read_bytes()).hexdigest(), "metrics": metrics,
+            "command": (payload.get("train") or {}).get("command"), "pruned": (payload.get("meta") or {}).get("pruned"),
+        })  # fmt: skip
+    write_models_readme(models, records)
+    return records
+
+
+def write_models_readme(models: Path, records: list[dict]) -> None:
+    """``models/SHA256SUMS`` (``sha256sum -c`` format) and the table of ``models/README.md``."""
+    (models / "SHA256SUMS").write_text("".join(f"{r['sha256']}  {r['file']}\n" for r in records))
+    lines = [
+        "# Shipped checkpoints",
+        "",
+        "Written by `python scripts/train_reference.py ship` (see its docstring); the demo (`bash scripts/demo.sh`)",
+        "starts from `neon-mbv2-s.pt`. NEON airborne tree crowns (one class, `Tree`), mobilenet_v2-S at 512 px,",
+        "ImageNet init. Weights are stored in float16 and load as float32 (`save_compact`); the AP below is of the",
+        "stored files.",
+        "`held-out` is the in-domain split (`data neon-trees --holdout 0.25`: 16 tiles, 224 crowns, the bottom quarter",
+        "of both Yellowstone scenes, never trained on); `cross-site` is OSBS_029 + SOAP_061 (98 crowns, other sites).",
+        "Check the files with `cd models && sha256sum -c SHA256SUMS`.",
+        "",
+        "| file | MB | sha256 | held-out AP / AP50 | cross-site AP / AP50 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        h, v = r["metrics"]["holdout"], r["metrics"]["val"]
+        lines.append(f"| `{r['file']}` | {r['bytes'] / 1e6:.2f} | `{r['sha256']}` | {h['AP']:.3f} / {h['AP50']:.3f} | "
+                     f"{v['AP']:.3f} / {v['AP50']:.3f} |")  # fmt: skip
+    lines += ["", "Settings (the command lines recorded in the checkpoints):", ""]
+    for r in records:
+        lines.append(f"- `{r['file']}`: `{r['command']}`")
+        if r["pruned"]:
+            lines.append(f"  pruned: `{json.dumps(r['pruned'], sort_keys=True)[:600]}`")
+    (models / "README.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=[*RUNS, "all"])
+    parser.add_argument("which", choices=[*RUNS, "all", "ship"])
     parser.add_argument("--out", type=Path, default=Path("runs/reference"))
     parser.add_argument("--minutes", type=float, default=19.0, help="training budget per run (plus ~1 min eval)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--prune-minutes", type=float, default=12.0, help="ship: the pruned model's fine-tuning")
+    parser.add_argument("--models", type=Path, default=MODELS_DIR, help="ship: where the checkpoints go")
     args = parser.parse_args()
+    if args.which == "ship":
+        for r in ship(args.out, args.minutes, args.prune_minutes, args.threads, args.models):
+            h, v = r["metrics"]["holdout"], r["metrics"]["val"]
+            print(f"{r['file']:<24} {r['bytes'] / 1e6:5.2f} MB  held-out AP {h['AP']:.3f} AP50 {h['AP50']:.3f}  "
+                  f"cross-site AP {v['AP']:.3f} AP50 {v['AP50']:.3f}  sha256 {r['sha256'][:12]}")  # fmt: skip
+        return
     names = list(RUNS) if args.which == "all" else [args.which]
     results = [reference_run(n, args.out, args.minutes, args.threads) for n in names]
     print(f"\n{'run':<12} {'train min':>9} {'AP':>6} {'AP50':>6} {'AP75':>6}  target")
