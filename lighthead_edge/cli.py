@@ -164,8 +164,9 @@ def train(
 
 
 def command_line() -> str:
-    """The command line of this process, as a checkpoint records it."""
-    return shlex.join(sys.argv)
+    """The command line of this process, as a checkpoint records it (the program as ``lighthead-edge``, whether it
+    ran as the console script or as ``python -m lighthead_edge.cli``)."""
+    return shlex.join(["lighthead-edge", *sys.argv[1:]])
 
 
 def _teacher_loss(teacher_checkpoint: str, student, student_classes):

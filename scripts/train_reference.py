@@ -144,7 +144,9 @@ def write_models_readme(models: Path, records: list[dict]) -> None:
     for r in records:
         lines.append(f"- `{r['file']}`: `{r['command']}`")
         if r["pruned"]:
-            lines.append(f"  pruned: `{json.dumps(r['pruned'], sort_keys=True)[:600]}`")
+            p = r["pruned"]
+            lines.append(f"  (backbone + thin-map MACs -{100 * p['macs_reduction']:.1f}%, PS groups removed "
+                         f"{p['removed_groups']}, fine-tuned with distillation: {p['distill']})")  # fmt: skip
     (models / "README.md").write_text("\n".join(lines) + "\n")
 
 
