@@ -407,7 +407,7 @@ def _search(
             break
         k = min(2 * k, len(ranking))  # the last try keeps every ranked layer in float
     met = "within" if base - ap <= max_drop else "still over"
-    why = "AP {:+.4f} when it alone reads float inputs, rank {} of {}; AP drop {:.4f} -> {} {}"
+    why = "accuracy control: AP {:+.4f} when it alone reads float inputs, rank {} of {}; AP drop {:.4f} -> {} {}"
     return [{"name": n, "why": why.format(g, i + 1, len(ranking), base - ap, met, max_drop)}
             for i, (n, g) in enumerate(ranking) if n in kept], ap  # fmt: skip
 

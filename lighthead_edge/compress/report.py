@@ -83,7 +83,7 @@ def markdown(report: dict[str, Any]) -> str:
             r = info["ranges"]
             lines.append(f"- activation ranges: {r['used']} ({r['setting']}: {r.get('why', '')}; val AP {tried})")
         for layer in info.get("kept_float", []):
-            lines.append(f"- kept in float by accuracy control: `{layer['name']}` ({layer['why']})")
+            lines.append(f"- kept in float: `{layer['name']}` ({layer['why']})")  # why: --keep-float, latency, accuracy
         if info.get("profile_ms"):
             top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(info["profile_ms"].items())[:6])
             lines.append(f"- onnxruntime profile, ms per run by op type: {top}")

@@ -387,4 +387,4 @@ def test_ort_accuracy_control_reports_float_layers(assets: ExportedAssets, tmp_p
     assert info["ranges"]["used"] == "minmax" and set(info["ranges"]["val_ap"]) == {"minmax", "averaged"}
     entry = load_bundle(run.bundle).artifact("onnxruntime", "int8").info["quantization"]
     assert entry["kept_float"] == [layer["name"] for layer in info["kept_float"]]
-    assert "kept in float by accuracy control" in run.report.read_text()
+    assert f"kept in float: `{info['kept_float'][0]['name']}` (accuracy control: AP " in run.report.read_text()
