@@ -103,6 +103,12 @@ def test_int8_detection_output_ir(plain) -> None:
     image = det.preprocess(np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)).input
     ref, rows = det.infer(image), rows7(image)[0][0, 0]
     n = int(ref["num_detections"][0])
-    assert np.array_equal(rows[:, 1], ref["labels"][0].astype(np.float32)) and (rows[n:, 0] == -1).all()
-    np.testing.assert_allclose(rows[:, 2], ref["scores"][0], atol=1e-6)
-    np.testing.assert_allclose(rows[:, 3:] * 128, ref["boxes"][0], atol=1e-3)
+    assert n > 0 and (rows[n:, 0] == -1).all() and (rows[:n, 0] == 0).all()
+    np.testing.assert_allclose(rows[:n, 2], ref["scores"][0, :n], atol=1e-6)  # both sorted by score
+    # the same detections; two whose scores tie within 1e-6 may come in either order (seen in a full run)
+    free = list(range(n))
+    for label, score, box in zip(ref["labels"][0, :n], ref["scores"][0, :n], ref["boxes"][0, :n]):
+        same = [j for j in free if rows[j, 1] == label and abs(rows[j, 2] - score) <= 1e-6
+                and np.abs(rows[j, 3:] * 128 - box).max() <= 1e-3]  # fmt: skip
+        assert same, (label, score, box)
+        free.remove(same[0])

@@ -3,16 +3,39 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.backends import METADATA_SECTION, Callback, Hint, Outputs, decode_metadata, in_order
 from lighthead_edge.runtime.isa import check_cap, kernel_isas
+
+
+def _import_openvino():
+    """``import openvino``, without its usage event. That import sends one (``openvino_telemetry``, whatever
+    ``OPENVINO_TELEMETRY`` says) from a ``multiprocessing`` fork made on a worker thread, unless the user opted out.
+    A fork of a process whose threads are running (the runner's capture threads) can deadlock in the child, which
+    then also ignores the SIGTERM meant to end it (it inherited the runner's handler), and the parent waits for it at
+    exit: a ``run`` on stdin that processed every frame and never exited (gst recipe test, 2026-12-02). A camera's
+    runtime sends nothing home: telemetry declines when ``CI=true`` (its ``disable_in_ci``), set only for the
+    import."""
+    previous = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino
+    finally:
+        if previous is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = previous
+    return openvino
+
+
+ov = _import_openvino()
 
 # Two compiled models whose first inferences ran at the same time on two threads deadlocked inside _pyopenvino (a
 # C++ static initialiser's guard taken while holding the GIL; gdb in tests/embed_gst, 2 runs of 4 with a tee): each
