@@ -7,7 +7,10 @@ In one run, on the same bundle, threads and requests in flight, in ``--rounds`` 
 rotated order each round; medians), so that a slow spell of a shared host hits every row alike:
 
 - ``model only``: the backend's async queue kept full with one prepared input (no capture, no letterbox, no
-  postprocessing): the most the engine gives; measured once per round and at the end, the baseline is the median;
+  postprocessing): the most the engine gives; measured before every streams row and once at the end, so that each
+  row is bracketed by two model-only measurements. A shared 2-vCPU host's model-only rate moved by 20-40% within a
+  minute, so each row's ratio is taken against its own brackets (their mean) and the table gives the median of
+  those paired ratios beside the ratio to the median model-only rate;
 - ``N streams``: a :class:`~lighthead_edge.runtime.pipeline.Pipeline` over N live sources, each sending frames
   (``--frame`` size, letterboxed on the host like a camera's) faster than the engine can take them all, so every
   stream always has a newest frame waiting: aggregate fps against the model-only figure (target >= 90%), and each
@@ -30,6 +33,7 @@ import numpy as np
 
 from lighthead_edge.measure import host_description
 from lighthead_edge.runtime.detector import Detector
+from lighthead_edge.runtime.outputs import write_atomic
 from lighthead_edge.runtime.pipeline import AsyncEngine, Pipeline
 from lighthead_edge.runtime.sources import Frame, Source
 
@@ -115,7 +119,8 @@ def streams_run(detector: Detector, nireq: int, n: int, fps: float, seconds: flo
     shares = [c / total * n for c in counts.values()] if total else [0.0]
     return {"streams": n, "fps": total / summary.seconds, "counts": counts, "share_min": min(shares),
             "share_max": max(shares), "latency_p50_ms": summary.stages["latency"]["p50_ms"],
-            "infer_p50_ms": summary.stages["infer"]["p50_ms"], "dropped": summary.dropped}  # fmt: skip
+            "infer_p50_ms": summary.stages["infer"]["p50_ms"],
+            "preprocess_p50_ms": summary.stages["preprocess"]["p50_ms"], "dropped": summary.dropped}  # fmt: skip
 
 
 def stall_run(detector: Detector, nireq: int, fps: float, seconds: float) -> dict:
@@ -148,8 +153,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frame", default="640x480", help="the cameras' frame size WxH (host letterboxed)")
-    parser.add_argument("--oversubscribe", type=float, default=1.5,
-                        help="all streams together send this many times the model-only rate (so no stream waits)")
+    parser.add_argument(
+        "--oversubscribe",
+        type=float,
+        default=1.5,
+        help="all streams together send this many times the model-only rate (so no stream waits)",
+    )
     parser.add_argument("--out", default="runs/streams")
     args = parser.parse_args()
     global FRAME_HW
@@ -160,34 +169,43 @@ def main() -> None:
     nireq = AsyncEngine(detector, args.nireq).nireq
     print(f"{detector.artifact.key}, {args.threads} threads, nireq {nireq}; {host_description()}", flush=True)
     counts = [int(v) for v in args.streams.split(",")]
-    alone: list[float] = []
+    alone: list[float] = [model_only(detector, nireq, args.seconds)]
     runs: dict[int, list[dict]] = {n: [] for n in counts}
-    for r in range(args.rounds):  # model-only and every stream count once per round, the order rotated
-        alone.append(model_only(detector, nireq, args.seconds))
-        print(f"round {r + 1}: model only {alone[-1]:.1f} inferences/s", flush=True)
-        for n in counts[r % len(counts):] + counts[: r % len(counts)]:
+    for r in range(args.rounds):  # every stream count once per round, the order rotated, each between model-only
+        for n in counts[r % len(counts) :] + counts[: r % len(counts)]:
             # every stream sends faster than its fair share: the engine, not the cameras, sets the pace
             row = streams_run(detector, nireq, n, fps=args.oversubscribe * alone[-1] / n + 1.0, seconds=args.seconds)
+            alone.append(model_only(detector, nireq, args.seconds))
+            row["model_only_brackets"] = [alone[-2], alone[-1]]
+            row["paired_ratio"] = row["fps"] / float(np.mean(alone[-2:]))
             runs[n].append(row)
-            print(f"round {r + 1}: {n} streams {row['fps']:.1f} fps, shares {row['share_min']:.3f}.."
+            print(f"round {r + 1}: model only {alone[-2]:.1f} | {n} streams {row['fps']:.1f} fps | model only "
+                  f"{alone[-1]:.1f}: {row['paired_ratio']:.2f}, shares {row['share_min']:.3f}.."
                   f"{row['share_max']:.3f}", flush=True)  # fmt: skip
-    alone.append(model_only(detector, nireq, args.seconds))
     base = float(np.median(alone))
     rows = [{"streams": n, "fps": float(np.median([r["fps"] for r in runs[n]])),
+             "paired_ratio": float(np.median([r["paired_ratio"] for r in runs[n]])),
+             "paired_min": min(r["paired_ratio"] for r in runs[n]),
+             "paired_max": max(r["paired_ratio"] for r in runs[n]),
              "share_min": min(r["share_min"] for r in runs[n]), "share_max": max(r["share_max"] for r in runs[n]),
              "latency_p50_ms": float(np.median([r["latency_p50_ms"] for r in runs[n]])),
-             "infer_p50_ms": float(np.median([r["infer_p50_ms"] for r in runs[n]])), "runs": runs[n]}
+             "infer_p50_ms": float(np.median([r["infer_p50_ms"] for r in runs[n]])),
+             "preprocess_p50_ms": float(np.median([r["preprocess_p50_ms"] for r in runs[n]])), "runs": runs[n]}
             for n in counts]  # fmt: skip
     stall = stall_run(detector, nireq, fps=base / 4, seconds=max(9.0, args.seconds))
     lines = [f"host: {host_description()}; {detector.artifact.key}, {args.threads} threads, nireq {nireq}, "
              f"frames {w}x{h}, {args.seconds:.0f} s per row",
              "", f"model only (async queue kept full): {', '.join(f'{a:.1f}' for a in alone)} inferences/s, "
-             f"median {base:.1f}; {args.rounds} rounds, stream counts in rotated order, medians", "",
-             "| streams | aggregate fps | / model only | share of fair (min..max) | latency p50 ms | infer p50 ms |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             f"median {base:.1f}; {args.rounds} rounds, stream counts in rotated order, each row between two "
+             "model-only runs; medians", "",
+             "| streams | aggregate fps | / median model only | / its own model-only brackets: median (min..max) "
+             "| share of fair (min..max) | latency p50 ms | infer p50 ms | letterbox p50 ms |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['streams']} | {r['fps']:.1f} | {r['fps'] / base:.2f} | {r['share_min']:.3f}.."
-                     f"{r['share_max']:.3f} | {r['latency_p50_ms']:.1f} | {r['infer_p50_ms']:.1f} |")  # fmt: skip
+        lines.append(f"| {r['streams']} | {r['fps']:.1f} | {r['fps'] / base:.2f} | {r['paired_ratio']:.2f} "
+                     f"({r['paired_min']:.2f}..{r['paired_max']:.2f}) | {r['share_min']:.3f}..{r['share_max']:.3f} "
+                     f"| {r['latency_p50_ms']:.1f} | {r['infer_p50_ms']:.1f} | "
+                     f"{r['preprocess_p50_ms']:.2f} |")  # fmt: skip
     a, b = stall["rates"]["a"], stall["rates"]["b"]
     lines += ["", f"stall: 3 streams at {stall['sending_fps']:.1f} fps each; 'stalled' stops at "
               f"{stall['stall_at_s']:.1f} s: a {a['before']:.1f} -> {a['after']:.1f} fps, b {b['before']:.1f} -> "
@@ -196,8 +214,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {"host": host_description(), "artifact": detector.artifact.key, "threads": args.threads,
               "nireq": nireq, "model_only": alone, "rows": rows, "stall": stall}  # fmt: skip
-    (out / "streams.json").write_text(json.dumps(result, indent=2))
-    (out / "streams.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "streams.json", json.dumps(result, indent=2), "--out")
+    write_atomic(out / "streams.md", "\n".join(lines) + "\n", "--out")
     print("\n".join(lines))
 
 

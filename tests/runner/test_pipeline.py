@@ -132,3 +132,37 @@ def test_frame_queue_modes() -> None:
     threading.Timer(0.1, fifo.get).start()
     assert fifo.put(3) == 0  # waited for room instead of dropping
     assert fifo.close(discard=True) == 2 and fifo.put(5) == 1
+
+
+def test_next_frame_is_letterboxed_while_the_engine_is_busy(tiny_bundle: Path) -> None:
+    """A freed request starts on a frame already prepared: frame k's letterbox begins before frame k-1's inference
+    ends (with one request in flight), so the engine never waits for the host's letterbox."""
+    detector = Detector(tiny_bundle, "openvino", threads=1, jobs=1)
+    prepared_at: list[float] = []
+    done_at: list[float] = []
+    preprocess, submit = detector.preprocess, detector.engine.submit
+
+    def slow_preprocess(image: np.ndarray):
+        prepared_at.append(time.perf_counter())
+        time.sleep(0.02)
+        return preprocess(image)
+
+    def slow_submit(image: np.ndarray, callback) -> None:
+        def later(result) -> None:  # the inference takes 50 ms longer
+            def settle() -> None:
+                done_at.append(time.perf_counter())
+                callback(result)
+
+            threading.Timer(0.05, settle).start()
+
+        submit(image, later)
+
+    detector.preprocess, detector.engine.submit = slow_preprocess, slow_submit
+    with Pipeline(detector, Synthetic(6, live=False), nireq=1) as pipe:
+        results = list(pipe)
+    assert [r.meta.index for r in results] == list(range(6))
+    done_at = done_at[1:]  # the pipeline's warm-up inference comes first
+    assert len(prepared_at) == len(done_at) == 6
+    assert all(prepared_at[k] < done_at[k - 1] for k in range(1, 6)), (prepared_at, done_at)
+    # the stage times keep apart: the letterbox's own 20 ms, not the wait for the request
+    assert all(15.0 <= r.meta.preprocess_ms < 45.0 for r in results), [r.meta.preprocess_ms for r in results]
