@@ -473,18 +473,23 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per latency figure.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced whole).")
+@click.option("--isa", type=click.Choice(list(ISAS)), default="native", show_default=True,
+              help="Cap OpenVINO's oneDNN kernels at this ISA, to tune for an older CPU (e.g. avx2) on this one "
+                   "(OpenVINO only).")  # fmt: skip
 def tune(checkpoint: str, val_json: str, calib: str, backend: str, rois: tuple[int, ...], max_drop: float,
-         calib_size: int, selection: str, threads: int, runs: int, out: str) -> None:  # fmt: skip
+         calib_size: int, selection: str, threads: int, runs: int, out: str, isa: str) -> None:  # fmt: skip
     """Search the RoI budget and which layers run INT8 on this CPU; write the fastest bundle within --max-drop,
     with a report (tune.md) and an AP-against-latency plot (tune.png)."""
     from lighthead_edge.compress.calibration import Selection
     from lighthead_edge.compress.tune import TuneSettings, tune_checkpoint
     from lighthead_edge.runtime.bundle import Backend
+    from lighthead_edge.runtime.isa import cap_isa
 
     settings = TuneSettings(
         val_json=val_json, backend=Backend(backend), rois=tuple(rois), max_drop=max_drop, calib_size=calib_size,
-        selection=Selection(selection), threads=threads, runs=runs,
+        selection=Selection(selection), threads=threads, runs=runs, isa=isa,
     )  # fmt: skip
+    cap_isa(isa)  # before anything compiles an OpenVINO model in this process (after the settings' own checks)
     run = tune_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)
     try:
         from lighthead_edge.runtime.runner import remember_bundle

@@ -32,6 +32,7 @@ from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoi
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.measure import BenchSettings, host_description
 from lighthead_edge.runtime.bundle import Backend
+from lighthead_edge.runtime.isa import ISAS
 
 Log = Callable[[str], None]
 DEFAULT_ROIS = (25, 50, 100, 200, 300)
@@ -49,6 +50,9 @@ class TuneSettings:
         max_drop: the largest AP drop against the reference (absolute, 0.01 = 1 point).
         calib_size, selection: the calibration set.
         threads, runs: the latency figures' threads and timed runs.
+        isa: the ISA OpenVINO's oneDNN kernels are capped at (``native``: none), set by the caller with
+            :func:`~lighthead_edge.runtime.isa.cap_isa` before anything compiles: the search (latency-aware INT8
+            included) then decides for that older CPU, and every timed bundle is checked to run under the cap.
     """
 
     val_json: str
@@ -59,8 +63,15 @@ class TuneSettings:
     selection: Selection = Selection.UNIFORM
     threads: int = 2
     runs: int = 20
+    isa: str = "native"
 
     def __post_init__(self) -> None:
+        if self.isa not in ISAS:
+            raise ConfigError(f"unknown --isa {self.isa!r}; choose one of {', '.join(ISAS)}")
+        if self.isa != "native" and self.backend is not Backend.OPENVINO:
+            raise ConfigError(f"--isa {self.isa} caps OpenVINO's oneDNN kernels; ONNX Runtime's MLAS kernels have "
+                              "no such cap: tune --backend onnxruntime on the target CPU itself, "
+                              "or drop --isa")  # fmt: skip
         if not self.rois or any(r < 1 for r in self.rois):
             raise ConfigError(f"--rois wants budgets >= 1, got {list(self.rois)}")
         if not 0 < self.max_drop <= 1:  # nan too
@@ -138,9 +149,9 @@ def tune_checkpoint(
     check_target(out, {"CHECKPOINT": checkpoint, "--calib": calib, "--val": s.val_json})
     own = _checkpoint_rois(checkpoint)
     budgets = sorted(set(s.rois) | {own})
-    log(f"tuning {checkpoint.name} for {s.backend.value} on {host_description()}: RoI budgets {budgets}, "
+    log(f"tuning {checkpoint.name} for {s.backend.value} on {_host(s)}: RoI budgets {budgets}, "
         f"AP budget {s.max_drop} against FP32 at {own} RoIs")  # fmt: skip
-    bench = BenchSettings(threads=(s.threads,), runs=s.runs, val_json=s.val_json)
+    bench = BenchSettings(threads=(s.threads,), runs=s.runs, val_json=s.val_json, isa=s.isa)
     base = QuantizeSettings(backends=(s.backend,), calib_size=s.calib_size, selection=s.selection,
                             val_json=s.val_json, bench=bench)  # fmt: skip
     with atomic_directory(out, log) as tmp:
@@ -183,7 +194,7 @@ def _write_report(
     from lighthead_edge.runtime.bundle import file_records, read_manifest, write_manifest
 
     front = pareto(points)
-    data = {"model": checkpoint.name, "host": host_description(), "backend": s.backend.value, "threads": s.threads,
+    data = {"model": checkpoint.name, "host": _host(s), "backend": s.backend.value, "threads": s.threads,
             "val_data": s.val_json, "max_drop": s.max_drop, "settings": _settings(s),
             "reference": _plain(reference), "chosen": _plain(chosen),
             "points": [_plain(p) for p in points], "pareto": [p.label for p in front]}  # fmt: skip
@@ -209,6 +220,12 @@ def _write_report(
                         "max_drop": s.max_drop, "settings": _settings(s), "report": "tune.md"}  # fmt: skip
     write_manifest(root, manifest)
     return root / "tune.md"
+
+
+def _host(s: TuneSettings) -> str:
+    """The host, and the ISA cap when there is one: every figure of a capped search is of the capped kernels."""
+    capped = "" if s.isa == "native" else f", OpenVINO's oneDNN kernels capped at --isa {s.isa}"
+    return host_description() + capped
 
 
 def _settings(s: TuneSettings) -> dict[str, Any]:

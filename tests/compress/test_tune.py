@@ -10,6 +10,7 @@ import pytest
 from exported import ExportedAssets
 
 from lighthead_edge.compress.tune import Point, pareto
+from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.bundle import load_bundle
 from lighthead_edge.runtime.detector import Detector
 
@@ -56,3 +57,12 @@ def test_bad_tune_options_are_one_line(cli, assets: ExportedAssets, tmp_path: Pa
     code, _, err = cli("tune", CHECKPOINT, "--val", assets.val_json, "--calib", assets.val_json, *args,
                        "--out", tmp_path / "b")  # fmt: skip
     assert code == 2 and match in err and "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_a_capped_search_names_its_cap_wherever_the_host_is_named() -> None:
+    from lighthead_edge.compress.tune import TuneSettings, _host
+
+    assert _host(TuneSettings(val_json="v.json", isa="avx2")).endswith("OpenVINO's oneDNN kernels capped at --isa avx2")
+    assert "capped" not in _host(TuneSettings(val_json="v.json"))
+    with pytest.raises(ConfigError, match="unknown --isa 'avx9'"):
+        TuneSettings(val_json="v.json", isa="avx9")

@@ -3,6 +3,7 @@ run stopped there) and the recorded settings of the search."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ CASES = {
     "threads": (["--threads", "1"], lambda q, b: q["settings"].bench.threads == (1,)),
     "runs": (["--runs", "3"], lambda q, b: q["settings"].bench.runs == 3),
     "out": ([], lambda q, b: Path(q["out"]).parent.parent.name.startswith(".tuned.")),  # inside the hidden folder
+    # the cap is set before anything compiles (the quantize runs time and decide under it) and checked by the bench
+    "isa": (["--isa", "avx2"], lambda q, b: q["tune"].isa == "avx2" and q["settings"].bench.isa == "avx2"
+            and q["env_isa"] == "AVX2"),
 }  # fmt: skip
 
 
@@ -38,7 +42,8 @@ def run_tune(monkeypatch, tmp_path: Path, *args: str) -> tuple[dict, list[int]]:
     budgets: list[int] = []
 
     def quantize(checkpoint, out, *, calib, settings, log):
-        seen.update(checkpoint=checkpoint, out=out, calib=calib, settings=settings)
+        seen.update(checkpoint=checkpoint, out=out, calib=calib, settings=settings,
+                    env_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"))  # fmt: skip
         budgets.append(settings.rois)
         raise Stop
 
@@ -48,6 +53,7 @@ def run_tune(monkeypatch, tmp_path: Path, *args: str) -> tuple[dict, list[int]]:
         seen["tune"] = real(**kw)
         return seen["tune"]
 
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")  # --isa sets it for the process: undone below, whatever it was
     monkeypatch.setattr(tune_module, "quantize_checkpoint", quantize)
     monkeypatch.setattr(tune_module, "TuneSettings", settings_spy)
     base = ["tune", str(CHECKPOINT), "--val", "{val}", "--calib", "{calib}", "--out", str(tmp_path / "tuned")]
@@ -70,5 +76,16 @@ def test_option_reaches_its_consumer(option: str, monkeypatch, tmp_path: Path) -
 
 def test_a_check_fails_without_its_option(monkeypatch, tmp_path: Path) -> None:
     seen, budgets = run_tune(monkeypatch, tmp_path)
-    for option in ("backend", "rois", "max_drop", "calib_size", "selection", "threads", "runs"):
+    for option in ("backend", "rois", "max_drop", "calib_size", "selection", "threads", "runs", "isa"):
         assert not CASES[option][1](seen, budgets), option
+
+
+def test_isa_with_onnxruntime_fails_before_anything_is_capped(monkeypatch, tmp_path: Path) -> None:
+    """ONNX Runtime's kernels have no ISA cap: one line naming the remedy, and the process is left uncapped."""
+    from lighthead_edge.errors import ConfigError
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    base = ["tune", str(CHECKPOINT), "--val", "v.json", "--calib", "c", "--out", str(tmp_path / "tuned")]
+    with pytest.raises(ConfigError, match="no such cap: tune --backend onnxruntime on the target CPU itself"):
+        cli.main(args=[*base, "--backend", "onnxruntime", "--isa", "avx2"], standalone_mode=False)
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ and not (tmp_path / "tuned").exists()
