@@ -149,7 +149,7 @@ def tune_checkpoint(
     check_target(out, {"CHECKPOINT": checkpoint, "--calib": calib, "--val": s.val_json})
     own = _checkpoint_rois(checkpoint)
     budgets = sorted(set(s.rois) | {own})
-    log(f"tuning {checkpoint.name} for {s.backend.value} on {_host(s)}: RoI budgets {budgets}, "
+    log(f"tuning {checkpoint.name} for {s.backend.value} on {search_host(s)}: RoI budgets {budgets}, "
         f"AP budget {s.max_drop} against FP32 at {own} RoIs")  # fmt: skip
     bench = BenchSettings(threads=(s.threads,), runs=s.runs, val_json=s.val_json, isa=s.isa)
     base = QuantizeSettings(backends=(s.backend,), calib_size=s.calib_size, selection=s.selection,
@@ -194,7 +194,7 @@ def _write_report(
     from lighthead_edge.runtime.bundle import file_records, read_manifest, write_manifest
 
     front = pareto(points)
-    data = {"model": checkpoint.name, "host": _host(s), "backend": s.backend.value, "threads": s.threads,
+    data = {"model": checkpoint.name, "host": search_host(s), "backend": s.backend.value, "threads": s.threads,
             "val_data": s.val_json, "max_drop": s.max_drop, "settings": _settings(s),
             "reference": _plain(reference), "chosen": _plain(chosen),
             "points": [_plain(p) for p in points], "pareto": [p.label for p in front]}  # fmt: skip
@@ -222,7 +222,7 @@ def _write_report(
     return root / "tune.md"
 
 
-def _host(s: TuneSettings) -> str:
+def search_host(s: TuneSettings) -> str:
     """The host, and the ISA cap when there is one: every figure of a capped search is of the capped kernels."""
     capped = "" if s.isa == "native" else f", OpenVINO's oneDNN kernels capped at --isa {s.isa}"
     return host_description() + capped
