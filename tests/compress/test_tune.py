@@ -62,7 +62,8 @@ def test_bad_tune_options_are_one_line(cli, assets: ExportedAssets, tmp_path: Pa
 def test_a_capped_search_names_its_cap_wherever_the_host_is_named() -> None:
     from lighthead_edge.compress.tune import TuneSettings, search_host
 
-    assert search_host(TuneSettings(val_json="v.json", isa="avx2")).endswith("OpenVINO's oneDNN kernels capped at --isa avx2")
+    capped = search_host(TuneSettings(val_json="v.json", isa="avx2"))
+    assert capped.endswith("OpenVINO's oneDNN kernels capped at --isa avx2")
     assert "capped" not in search_host(TuneSettings(val_json="v.json"))
     with pytest.raises(ConfigError, match="unknown --isa 'avx9'"):
         TuneSettings(val_json="v.json", isa="avx9")
