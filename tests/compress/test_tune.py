@@ -11,6 +11,7 @@ from exported import ExportedAssets
 
 from lighthead_edge.compress.tune import Point, pareto
 from lighthead_edge.errors import ConfigError
+from lighthead_edge.measure import latencies
 from lighthead_edge.runtime.bundle import load_bundle
 from lighthead_edge.runtime.detector import Detector
 
@@ -23,7 +24,16 @@ def test_pareto_front() -> None:
     assert [(p.rois, p.precision) for p in pareto(pts)] == [(10, "int8"), (10, "fp32"), (50, "fp32")]
 
 
-def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAssets, tmp_path: Path) -> None:
+def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAssets, tmp_path: Path, monkeypatch) -> None:
+    import lighthead_edge.compress.tune as tune
+
+    schedules: list[dict] = []  # every joint timing tune runs: {variant: {threads: stats}}
+
+    def spy(variants, settings, log=None):
+        schedules.append(latencies(variants, settings, log))
+        return schedules[-1]
+
+    monkeypatch.setattr(tune, "latencies", spy)
     out = tmp_path / "tuned"
     code, stdout, err = cli("tune", CHECKPOINT, "--val", assets.val_json, "--calib", assets.val_json,
                             "--backend", "onnxruntime", "--rois", "8,30", "--max-drop", "0.02", "--calib-size", "4",
@@ -38,6 +48,10 @@ def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAsset
     ok = [p for p in points if reference["ap"] - p["ap"] <= 0.02]
     assert chosen["latency_ms"] == min(p["latency_ms"] for p in ok) and chosen in [
         {k: v for k, v in p.items()} for p in ok]  # fmt: skip
+    # every point's latency is the last joint schedule's figure for it, and that schedule timed all of them
+    assert schedules and set(schedules[-1]) == {p["label"] for p in points}
+    assert all(p["latency_ms"] == schedules[-1][p["label"]]["1"]["p50"] for p in points)
+    assert all(p["own_run_ms"] > 0 for p in points)  # the quantize run's own figure is kept beside it
     bundle = load_bundle(out)  # every checksum, the tune files' included
     assert {"tune.md", "tune.json", "tune.png"} <= set(bundle.manifest["files"])
     assert bundle.manifest["tune"]["chosen"]["label"] == chosen["label"]
