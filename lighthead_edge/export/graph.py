@@ -190,6 +190,36 @@ class FoldedPreprocess(nn.Module):
         return x
 
 
+class SeparableResize(nn.Module):
+    """Bilinear resize (half-pixel centres, no antialiasing: ``cv2.resize`` INTER_LINEAR) of a float NCHW tensor
+    from ``(h, w)`` to ``(out_h, out_w)``, written as what it is, two passes of two gathers and a weighted sum: along
+    the width first, then the height (cv2's order). Exported as ``Gather``, ``Mul`` and ``Add`` nodes with constant
+    indices and weights, which every engine runs at memory speed.
+
+    Per axis, output ``d`` samples ``s = (d + 0.5) * in / out - 0.5`` (clamped at 0), from ``floor(s)`` and the next
+    index with weights ``1 - f`` and ``f``, ``f = s - floor(s)`` (0 from the last index on). Whenever ``in / out`` is a
+    dyadic fraction (640x480 -> 512x384, 1280x720 -> 512x288 and most camera sizes into a 2^k input), the weights
+    are exact in float32 and so is every sum of 0..255 values times them: the result is cv2's to the last bit.
+    """
+
+    def __init__(self, size: tuple[int, int], out_size: tuple[int, int]) -> None:
+        super().__init__()
+        for axis, (n_in, n_out) in (("h", (size[0], out_size[0])), ("w", (size[1], out_size[1]))):
+            src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+            first = src.floor()
+            frac = torch.where(first >= n_in - 1, 0.0, src - first).to(torch.float32)  # past the edge: the edge
+            first = first.to(torch.int64).clamp(max=n_in - 1)
+            shape = (1, 1, n_out, 1) if axis == "h" else (1, 1, 1, n_out)
+            self.register_buffer(f"{axis}0", first)
+            self.register_buffer(f"{axis}1", (first + 1).clamp(max=n_in - 1))
+            self.register_buffer(f"{axis}_w0", (1.0 - frac).view(shape))
+            self.register_buffer(f"{axis}_w1", frac.view(shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.index_select(3, self.w0) * self.w_w0 + x.index_select(3, self.w1) * self.w_w1
+        return x.index_select(2, self.h0) * self.h_w0 + x.index_select(2, self.h1) * self.h_w1
+
+
 class ResizeLinear(torch.autograd.Function):
     """ONNX ``Resize`` (linear, half-pixel centres, no antialiasing: ``cv2.resize`` INTER_LINEAR) of any layout to
     the static ``sizes``: one node when exported, so the resize can run on the frame's own layout and type (see
@@ -224,11 +254,13 @@ class FrameLetterbox(nn.Module):
     from the model input back to frame pixels, clipped to the frame. Every size and the scale are constants of the
     graph. Float-only: the INT8 step leaves it alone (its scope is in :data:`FLOAT_SCOPES`).
 
-    The resize runs on the frame before its layout changes, in the form each engine ran fastest (1280x720 -> 512x288,
-    1 thread, :class:`ResizeLinear`): ``nhwc=True`` (onnxruntime) casts to float and resizes NHWC (5.9 ms, against
-    19.4 ms for float NCHW; its uint8 resize truncates instead of rounding); ``nhwc=False`` (OpenVINO) transposes the
-    uint8 frame and resizes uint8 NCHW, which rounds (6.2 ms, against 10.2 ms float NCHW and 24 ms uint8 NHWC).
-    cv2.resize on the host took 1.3 ms.
+    The resize takes the form each engine ran fastest: ``nhwc=True`` (onnxruntime) casts to float and resizes NHWC
+    with one ``Resize`` node (:class:`ResizeLinear`; 5.9 ms at 1280x720 -> 512x288, 1 thread, against 19.4 ms for
+    float NCHW; its uint8 resize truncates instead of rounding). ``nhwc=False`` (OpenVINO) transposes the uint8 frame,
+    casts it and resizes NCHW by gathers and weights (:class:`SeparableResize`): OpenVINO's ``Interpolate`` took
+    4.1 ms on a 640x480 frame (2 threads, uint8 NCHW, the fastest of its forms) and left the frame-in INT8 graph at
+    41/s against the host path's 61/s; the gathers keep it at the host graph's rate (see
+    :func:`~lighthead_edge.export.frame_in.wrap_ir`). cv2.resize on the host took 1.0-1.3 ms.
     """
 
     def __init__(
@@ -240,6 +272,7 @@ class FrameLetterbox(nn.Module):
         self.frame_size, self.input_size = tuple(frame_size), tuple(input_size)
         self.scale, self.resized = letterbox_geometry(self.frame_size, self.input_size)
         (h, w), (nh, nw) = self.input_size, self.resized
+        self.resize = None if nhwc or self.resized == self.frame_size else SeparableResize(self.frame_size, self.resized)
         pad = torch.tensor(pad_bgr, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("pad_rows", pad.expand(1, 3, h - nh, nw).contiguous())
         self.register_buffer("pad_cols", pad.expand(1, 3, h, w - nw).contiguous())
@@ -253,7 +286,7 @@ class FrameLetterbox(nn.Module):
         elif self.nhwc:
             x = ResizeLinear.apply(frames.to(torch.float32), (1, nh, nw, 3), True).round().permute(0, 3, 1, 2)
         else:
-            x = ResizeLinear.apply(frames.permute(0, 3, 1, 2), (1, 3, nh, nw), False).to(torch.float32)
+            x = self.resize(frames.permute(0, 3, 1, 2).to(torch.float32)).round()
         if self.pad_rows.shape[2]:
             x = torch.cat([x, self.pad_rows], dim=2)
         if self.pad_cols.shape[3]:
