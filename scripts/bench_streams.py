@@ -18,6 +18,10 @@ rotated order each round; medians), so that a slow spell of a shared host hits e
 - ``stall``: three streams at a rate the engine can serve (a quarter of its throughput each); one stops sending
   after a third of the run and blocks in its read: the other two's fps before and after, against their sending rate.
 
+Each row also gives the process's CPU time per frame (``time.process_time()``: every thread, the engine's too) against
+the model-only runs' CPU time per inference around it: the host work the pipeline adds per frame, a figure that a
+neighbour's load moves much less than it moves throughput.
+
 Prints one table and writes ``streams.json`` and ``streams.md`` to ``--out``. Timings name the host's ISA.
 """
 
@@ -74,8 +78,9 @@ class LiveReplay(Source):
         self._stop.set()
 
 
-def model_only(detector: Detector, nireq: int, seconds: float) -> float:
-    """Inferences per second with ``nireq`` requests always in flight on one prepared input."""
+def model_only(detector: Detector, nireq: int, seconds: float) -> tuple[float, float]:
+    """(inferences per second, process CPU ms per inference) with ``nireq`` requests always in flight on one prepared
+    input."""
     engine = AsyncEngine(detector, nireq)
     image = detector.preprocess(make_frames(detector, 1)[0]).input
     slots = threading.Semaphore(engine.nireq)
@@ -87,12 +92,12 @@ def model_only(detector: Detector, nireq: int, seconds: float) -> float:
 
     for _ in range(3):  # warm-up
         engine.submit(image).result()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         slots.acquire()
         engine.submit(image).add_done_callback(finished)
     engine.close()
-    return done[0] / (time.perf_counter() - start)
+    return done[0] / (time.perf_counter() - start), (time.process_time() - cpu) * 1000.0 / max(1, done[0])
 
 
 FRAME_HW = (480, 640)
@@ -112,15 +117,18 @@ def streams_run(detector: Detector, nireq: int, n: int, fps: float, seconds: flo
     sources = [LiveReplay(f"cam{i}", frames, fps) for i in range(n)]
     counts = {s.name: 0 for s in sources}
     with Pipeline(detector, sources, nireq=nireq, duration=seconds) as pipe:
+        cpu = time.process_time()  # started: the warm-up inference is behind us
         for result in pipe:
             counts[result.meta.source] += 1
+        cpu = time.process_time() - cpu
     summary = pipe.summary()
     total = sum(counts.values())
     shares = [c / total * n for c in counts.values()] if total else [0.0]
     return {"streams": n, "fps": total / summary.seconds, "counts": counts, "share_min": min(shares),
             "share_max": max(shares), "latency_p50_ms": summary.stages["latency"]["p50_ms"],
             "infer_p50_ms": summary.stages["infer"]["p50_ms"],
-            "preprocess_p50_ms": summary.stages["preprocess"]["p50_ms"], "dropped": summary.dropped}  # fmt: skip
+            "preprocess_p50_ms": summary.stages["preprocess"]["p50_ms"], "dropped": summary.dropped,
+            "cpu_ms_per_frame": cpu * 1000.0 / max(1, total)}  # fmt: skip
 
 
 def stall_run(detector: Detector, nireq: int, fps: float, seconds: float) -> dict:
@@ -169,19 +177,24 @@ def main() -> None:
     nireq = AsyncEngine(detector, args.nireq).nireq
     print(f"{detector.artifact.key}, {args.threads} threads, nireq {nireq}; {host_description()}", flush=True)
     counts = [int(v) for v in args.streams.split(",")]
-    alone: list[float] = [model_only(detector, nireq, args.seconds)]
+    first, first_cpu = model_only(detector, nireq, args.seconds)
+    alone, alone_cpu = [first], [first_cpu]
     runs: dict[int, list[dict]] = {n: [] for n in counts}
     for r in range(args.rounds):  # every stream count once per round, the order rotated, each between model-only
         for n in counts[r % len(counts) :] + counts[: r % len(counts)]:
             # every stream sends faster than its fair share: the engine, not the cameras, sets the pace
             row = streams_run(detector, nireq, n, fps=args.oversubscribe * alone[-1] / n + 1.0, seconds=args.seconds)
-            alone.append(model_only(detector, nireq, args.seconds))
+            rate, cpu = model_only(detector, nireq, args.seconds)
+            alone.append(rate)
+            alone_cpu.append(cpu)
             row["model_only_brackets"] = [alone[-2], alone[-1]]
             row["paired_ratio"] = row["fps"] / float(np.mean(alone[-2:]))
+            row["cpu_over_model_ms"] = row["cpu_ms_per_frame"] - float(np.mean(alone_cpu[-2:]))
             runs[n].append(row)
             print(f"round {r + 1}: model only {alone[-2]:.1f} | {n} streams {row['fps']:.1f} fps | model only "
                   f"{alone[-1]:.1f}: {row['paired_ratio']:.2f}, shares {row['share_min']:.3f}.."
-                  f"{row['share_max']:.3f}", flush=True)  # fmt: skip
+                  f"{row['share_max']:.3f}, CPU {row['cpu_ms_per_frame']:.1f} ms/frame "
+                  f"({row['cpu_over_model_ms']:+.1f})", flush=True)  # fmt: skip
     base = float(np.median(alone))
     rows = [{"streams": n, "fps": float(np.median([r["fps"] for r in runs[n]])),
              "paired_ratio": float(np.median([r["paired_ratio"] for r in runs[n]])),
@@ -190,22 +203,25 @@ def main() -> None:
              "share_min": min(r["share_min"] for r in runs[n]), "share_max": max(r["share_max"] for r in runs[n]),
              "latency_p50_ms": float(np.median([r["latency_p50_ms"] for r in runs[n]])),
              "infer_p50_ms": float(np.median([r["infer_p50_ms"] for r in runs[n]])),
-             "preprocess_p50_ms": float(np.median([r["preprocess_p50_ms"] for r in runs[n]])), "runs": runs[n]}
+             "preprocess_p50_ms": float(np.median([r["preprocess_p50_ms"] for r in runs[n]])),
+             "cpu_ms_per_frame": float(np.median([r["cpu_ms_per_frame"] for r in runs[n]])),
+             "cpu_over_model_ms": float(np.median([r["cpu_over_model_ms"] for r in runs[n]])), "runs": runs[n]}
             for n in counts]  # fmt: skip
     stall = stall_run(detector, nireq, fps=base / 4, seconds=max(9.0, args.seconds))
     lines = [f"host: {host_description()}; {detector.artifact.key}, {args.threads} threads, nireq {nireq}, "
              f"frames {w}x{h}, {args.seconds:.0f} s per row",
              "", f"model only (async queue kept full): {', '.join(f'{a:.1f}' for a in alone)} inferences/s, "
-             f"median {base:.1f}; {args.rounds} rounds, stream counts in rotated order, each row between two "
-             "model-only runs; medians", "",
-             "| streams | aggregate fps | / median model only | / its own model-only brackets: median (min..max) "
-             "| share of fair (min..max) | latency p50 ms | infer p50 ms | letterbox p50 ms |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             f"median {base:.1f}; process CPU {float(np.median(alone_cpu)):.1f} ms per inference (median); "
+             f"{args.rounds} rounds, stream counts in rotated order, each row between two model-only runs; medians",
+             "", "| streams | aggregate fps | / median model only | / its own model-only brackets: median (min..max) "
+             "| share of fair (min..max) | latency p50 ms | infer p50 ms | letterbox p50 ms | process CPU ms per "
+             "frame (over its brackets' per inference) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['streams']} | {r['fps']:.1f} | {r['fps'] / base:.2f} | {r['paired_ratio']:.2f} "
                      f"({r['paired_min']:.2f}..{r['paired_max']:.2f}) | {r['share_min']:.3f}..{r['share_max']:.3f} "
-                     f"| {r['latency_p50_ms']:.1f} | {r['infer_p50_ms']:.1f} | "
-                     f"{r['preprocess_p50_ms']:.2f} |")  # fmt: skip
+                     f"| {r['latency_p50_ms']:.1f} | {r['infer_p50_ms']:.1f} | {r['preprocess_p50_ms']:.2f} | "
+                     f"{r['cpu_ms_per_frame']:.1f} ({r['cpu_over_model_ms']:+.1f}) |")  # fmt: skip
     a, b = stall["rates"]["a"], stall["rates"]["b"]
     lines += ["", f"stall: 3 streams at {stall['sending_fps']:.1f} fps each; 'stalled' stops at "
               f"{stall['stall_at_s']:.1f} s: a {a['before']:.1f} -> {a['after']:.1f} fps, b {b['before']:.1f} -> "
@@ -213,7 +229,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"host": host_description(), "artifact": detector.artifact.key, "threads": args.threads,
-              "nireq": nireq, "model_only": alone, "rows": rows, "stall": stall}  # fmt: skip
+              "nireq": nireq, "model_only": alone, "model_only_cpu_ms": alone_cpu, "rows": rows,
+              "stall": stall}  # fmt: skip
     write_atomic(out / "streams.json", json.dumps(result, indent=2), "--out")
     write_atomic(out / "streams.md", "\n".join(lines) + "\n", "--out")
     print("\n".join(lines))
