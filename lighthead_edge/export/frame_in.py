@@ -208,8 +208,9 @@ def _host_planar_input(model):
     for op_type in ("Convert", "Transpose"):
         targets = list(node.output(0).get_target_inputs())
         if len(targets) != 1 or targets[0].get_node().get_type_name() != op_type:
-            raise ExportError(f"the host IR's input is not taken by one {op_type} (got "
-                              f"{[t.get_node().get_type_name() for t in targets]}): not a lighthead-edge host graph")  # fmt: skip
+            found = [t.get_node().get_type_name() for t in targets]
+            raise ExportError(f"the host IR's input is not taken by one {op_type} (got {found}): not a lighthead-edge "
+                              "host graph")  # fmt: skip
         node = targets[0].get_node()
     return node.output(0)
 

@@ -272,7 +272,8 @@ class FrameLetterbox(nn.Module):
         self.frame_size, self.input_size = tuple(frame_size), tuple(input_size)
         self.scale, self.resized = letterbox_geometry(self.frame_size, self.input_size)
         (h, w), (nh, nw) = self.input_size, self.resized
-        self.resize = None if nhwc or self.resized == self.frame_size else SeparableResize(self.frame_size, self.resized)
+        resizes = not nhwc and self.resized != self.frame_size
+        self.resize = SeparableResize(self.frame_size, self.resized) if resizes else None
         pad = torch.tensor(pad_bgr, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("pad_rows", pad.expand(1, 3, h - nh, nw).contiguous())
         self.register_buffer("pad_cols", pad.expand(1, 3, h, w - nw).contiguous())
