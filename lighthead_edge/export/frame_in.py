@@ -14,8 +14,8 @@ ONNX: the three graphs are joined with ``onnx.compose``. OpenVINO: the prefix an
 spliced onto the IR's ops (``replace_source_output``), keeping every FakeQuantize of the host IR as it was; the
 prefix there is :class:`FrameLetterbox`'s float NCHW image, which replaces the host IR's cast and transpose of its
 input, so the frame goes uint8 NHWC -> transpose -> float -> resize -> pad -> the host graph's first op after its
-transpose (before: a uint8 NHWC image between the two, and OpenVINO's ``Interpolate``, at 41/s against the host
-graph's 61/s, 640x480 frames, 2 threads, 2 requests; now 60/s).
+transpose (before: a uint8 NHWC image between the two, and OpenVINO's ``Interpolate``: 38.2 frames/s against the
+host graph's 57.1/s, 640x480 frames, INT8, 2 threads, 2 requests; now 55.1/s, the letterbox included).
 """
 
 from __future__ import annotations
