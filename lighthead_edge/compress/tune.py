@@ -190,7 +190,7 @@ def tune_checkpoint(
         for item in Path(chosen.bundle).iterdir():
             shutil.move(str(item), tmp / item.name)
         shutil.rmtree(work)
-        report = _write_report(tmp, checkpoint, s, reference, chosen, points)
+        report = _write_report(tmp, checkpoint, s, bench, reference, chosen, points)
     return TuneRun(out, chosen, reference, points, out / report.name)
 
 
@@ -209,7 +209,8 @@ def _time_together(points: list[Point], s: TuneSettings, bench: BenchSettings, l
 
 
 def _write_report(
-    root: Path, checkpoint: Path, s: TuneSettings, reference: Point, chosen: Point, points: list[Point]
+    root: Path, checkpoint: Path, s: TuneSettings, bench: BenchSettings, reference: Point, chosen: Point,
+    points: list[Point],
 ) -> Path:
     from lighthead_edge.runtime.bundle import file_records, read_manifest, write_manifest
 
@@ -230,8 +231,8 @@ def _write_report(
         lines.append(f"| {p.label} | {p.rois} | {p.ap:.4f} | {p.ap50:.4f} | {p.ap - reference.ap:+.4f} | "
                      f"{p.latency_ms:.1f} | {p.latency_ms / reference.latency_ms:.2f} | {len(p.kept_float)} | "
                      f"{'yes' if p in front else ''} |")  # fmt: skip
-    lines += ["", f"Latencies: every point timed in one interleaved schedule ({s.runs} runs each, in "
-              f"{BenchSettings().rounds} rotating blocks) after every budget was built; each quantize run's own "
+    lines += ["", f"Latencies: every point timed in one interleaved schedule ({bench.runs} runs each, in "
+              f"{bench.rounds} rotating blocks) after every budget was built; each quantize run's own "
               "figure is `own_run_ms` in tune.json."]  # fmt: skip
     (root / "tune.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plot(root / "tune.png", reference, chosen, points, front, s.max_drop)
