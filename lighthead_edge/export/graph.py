@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -94,11 +93,16 @@ class NonMaxSuppression(torch.autograd.Function):
     def forward(
         ctx, boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float, score_threshold: float | None
     ) -> Tensor:
-        # while exporting, this body only computes the example's values: the trace records one node for it, so the
-        # tracer's warnings about its Python control flow don't apply
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # while exporting, this body only computes the example's values: the trace records one node for it
+        # (``symbolic``), so its ops are kept out of the trace. Traced, they were recorded as the node's subgraph,
+        # which the exporter's peephole pass then fails on ("Argument passed to at() was not in the map") once NMS
+        # resolves its boxes block by block; the tracer's warnings about Python control flow don't apply either.
+        tracing = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
             return _nms_rows(boxes, scores, max_output, iou_threshold, score_threshold)
+        finally:
+            torch._C._set_tracing_state(tracing)
 
     @staticmethod
     def symbolic(
@@ -125,7 +129,7 @@ def _nms_rows(
         for c in range(scores.shape[1]):
             s = scores[b, c]
             ok = s > score_threshold if score_threshold is not None else torch.ones_like(s, dtype=torch.bool)
-            kept = index[ok][nms(boxes[b][ok], s[ok], iou_threshold)][:max_output]
+            kept = index[ok][nms(boxes[b][ok], s[ok], iou_threshold, max_keep=max_output)]
             rows.append(torch.stack([torch.full_like(kept, b), torch.full_like(kept, c), kept], dim=1))
     return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)
 

@@ -130,7 +130,7 @@ class LightHeadRCNN(nn.Module):
             s, b, labels = s.reshape(-1), b.reshape(-1, 4), labels.reshape(-1)
             ok = (s > c.score_thresh) & ((b[:, 2:] - b[:, :2]) > 1e-2).all(dim=1)
             s, b, labels = s[ok], b[ok], labels[ok]
-            keep = batched_nms(b, s, labels, c.nms_thresh)[: c.detections_per_img]
+            keep = batched_nms(b, s, labels, c.nms_thresh, max_keep=c.detections_per_img)
             results.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
         return results
 

@@ -115,7 +115,7 @@ class RegionProposalNetwork(nn.Module):
         wh = boxes[:, 2:] - boxes[:, :2]
         ok = (wh >= s.min_size).all(dim=1)
         boxes, scores = boxes[ok], scores[ok]
-        keep = nms(boxes, scores, s.nms_thresh)[: s.post_nms_top_n]
+        keep = nms(boxes, scores, s.nms_thresh, max_keep=s.post_nms_top_n)
         return boxes[keep]
 
 
