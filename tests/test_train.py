@@ -18,10 +18,8 @@ def learn_set(tmp_path_factory):
 
 
 def test_small_training_clearly_beats_an_untrained_model(learn_set, tmp_path):
-    # pre-NMS 600 proposals (of the 3840 anchors at 256x256), not 2000: the pure-torch NMS is O(N^2) and took 56% of
-    # the training time at 2000 (528 s for this test on a busy 2-vCPU host)
-    mcfg = ModelConfig(backbone="tiny", input_size=(256, 256), num_classes=4, rpn_pre_nms_top_n_train=600,
-                       rpn_post_nms_top_n_train=256)  # fmt: skip
+    # the model's default RPN settings (2000 proposals before NMS, 512 after)
+    mcfg = ModelConfig(backbone="tiny", input_size=(256, 256), num_classes=4)
     torch.manual_seed(0)
     untrained = evaluate_model(build_detector(mcfg), learn_set["val"], progress=False)
     tcfg = TrainConfig(iters=300, batch_size=4, optimizer="adamw", lr=1e-3, warmup_iters=50, seed=0, eval_every=100)
