@@ -269,3 +269,21 @@ def test_bin_major_thin_map_pools_the_same() -> None:
     torch.testing.assert_close(pooled.permute(0, 3, 1, 2), expected, atol=1e-5, rtol=1e-5)
     for a, b in zip(head, expected_head, strict=True):  # the fc's columns follow the order
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_export_tells_the_user_nothing_about_the_tracer(tmp_path) -> None:
+    """torch's notes on the trace (constant folding of the input's channel-flip Slice, Python branches fixed for one
+    export) are not the user's business: an export prints no warning."""
+    import warnings
+
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.export.onnx import export_onnx
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(num_classes=2, backbone="tiny", input_size=(64, 64), kernel_size=3,
+                                       fc_dim=32, rpn_post_nms_top_n_test=10)).eval()  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(build_export_model(model), tmp_path / "model.onnx")
+    assert [str(w.message) for w in caught] == []
