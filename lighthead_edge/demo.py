@@ -4,7 +4,8 @@ NEON airborne tree crowns -> the shipped mobilenet_v2-S Light-Head R-CNN (``mode
 ``models/SHA256SUMS``) -> COCO mAP on the held-out tiles -> ``tune`` on this CPU (RoI budget and INT8 layers, the
 fastest OpenVINO bundle within the AP budget, with its AP-against-latency report) -> pictures of the INT8 detections
 -> a drone flyover through the video runner. ``fine_tune=True`` starts from ImageNet weights instead and fine-tunes
-for ``minutes`` first (the earlier demo: a weak detector, but the whole training path).
+for ``minutes`` first: the whole training path (held-out AP50 0.546 after 6 minutes, 163 iterations, on a 2-vCPU
+AVX-512 Xeon; the shipped model's 0.585).
 """
 
 from __future__ import annotations
