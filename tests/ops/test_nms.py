@@ -46,6 +46,12 @@ def test_nms_across_blocks_and_max_keep(seed, thr):
         assert nms(boxes, scores, thr, max_keep=k).tolist() == expected[:k]
 
 
+def test_a_negative_max_keep_is_refused():
+    boxes, scores = clustered(0, 10)
+    with pytest.raises(ValueError, match="max_keep must be >= 0"):
+        nms(boxes, scores, 0.5, max_keep=-1)
+
+
 def test_batched_nms_max_keep():
     boxes, scores = clustered(7, 400)
     labels = torch.arange(400) % 3
