@@ -11,8 +11,9 @@ slots -> thin map -> PS-RoIAlign -> fc-2048 -> softmax, box decoding, clipping, 
 top ``detections_per_img``.
 
 Two exact rewrites of the copy make the graph cheaper than a literal transcription, in FP32 and more so in INT8:
-the channel swap and normalisation are folded into the backbone's first conv (:func:`fold_normalization`), and the
-thin map's channels are reordered bin-major so PS-RoIAlign needs no Transpose of it (:func:`to_bin_major`).
+the channel swap and normalisation are folded into the backbone's first conv (:func:`fold_normalization`; for
+OpenVINO only the channel swap is, :func:`fold_channel_swap`), and the thin map's channels are reordered bin-major so
+PS-RoIAlign needs no Transpose of it (:func:`to_bin_major`).
 
 Outputs, all with static shapes (D = ``detections_per_img``):
 
@@ -146,19 +147,27 @@ class Preprocess(nn.Module):
 
     The literal form, used for OpenVINO (whose INT8 pipeline quantizes the first conv's input right after the Div)
     and for a backbone that does not start with a plain conv; onnxruntime gets :class:`FoldedPreprocess`.
+
+    ``swapped_in_conv``: the BGR -> RGB swap was moved into the first conv's weights (:func:`fold_channel_swap`), so
+    the image stays BGR and is normalised with the BGR-ordered mean and std; else the channels are flipped here (a
+    Slice of step -1, which OpenVINO runs with its reference kernel: ~0.5 ms at 512x512 on 2 cores).
     """
 
-    def __init__(self, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> None:
+    def __init__(self, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...], *,
+                 swapped_in_conv: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.swapped_in_conv = swapped_in_conv
+        order = (lambda v: v[::-1]) if swapped_in_conv else (lambda v: v)
+        self.register_buffer("mean", torch.tensor(order(pixel_mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(order(pixel_std), dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.planar(images.to(torch.float32).permute(0, 3, 1, 2))
 
     def planar(self, bgr: Tensor) -> Tensor:
-        """Tensor[1, 3, H, W] float BGR 0..255 (a :class:`FrameLetterbox`'s output) -> the backbone's input."""
-        return (bgr.flip(1) - self.mean) / self.std
+        """Tensor[1, 3, H, W] float BGR 0..255 (a :class:`FrameLetterbox`'s output) -> the backbone's input (BGR
+        when the swap is in the first conv)."""
+        return ((bgr if self.swapped_in_conv else bgr.flip(1)) - self.mean) / self.std
 
 
 class FoldedPreprocess(nn.Module):
@@ -351,6 +360,24 @@ def fold_normalization(model: LightHeadRCNN) -> FoldedPreprocess | None:
     return FoldedPreprocess(c.pixel_mean, c.input_size, conv.padding)
 
 
+def fold_channel_swap(model: LightHeadRCNN) -> Preprocess:
+    """Move BGR -> RGB into the backbone's first conv of ``model`` (a copy: modified in place; its input channels
+    reversed) -> the matching :class:`Preprocess`, which then normalises the BGR image as it is; the literal
+    :class:`Preprocess` (model unchanged) when the backbone does not start with a plain 3-channel conv.
+
+    Only the channel order moves: the normalisation stays before the conv, where NNCF puts the conv's input quantizer
+    (OpenVINO runs that conv in u8; see :class:`FoldedPreprocess` for why the whole fold does not suit OpenVINO).
+    """
+    c = model.config
+    found = first_conv(model.backbone, torch.zeros(1, 3, *c.input_size))
+    if found is None:
+        return Preprocess(c.pixel_mean, c.pixel_std)
+    conv = found[2]
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight.flip(1))
+    return Preprocess(c.pixel_mean, c.pixel_std, swapped_in_conv=True)
+
+
 class ProposalSelector(nn.Module):
     """The RPN's test-time selection with a fixed number of RoI slots.
 
@@ -450,9 +477,10 @@ class EndToEndDetector(nn.Module):
         self, model: LightHeadRCNN, method: PSRoIAlignMethod, fold_stem: bool = False,
         frame_size: tuple[int, int] | None = None,
     ) -> None:  # fmt: skip
-        """``fold_stem``: move the normalisation into the backbone's first conv (:func:`fold_normalization`), which
-        modifies ``model``: pass a copy. ``frame_size`` (h, w): take frames of that size and letterbox them in the
-        graph (:class:`FrameLetterbox`), boxes out in frame pixels; None: take letterboxed images of the input size."""
+        """``fold_stem``: move the normalisation into the backbone's first conv (:func:`fold_normalization`); else
+        only the channel swap (:func:`fold_channel_swap`). Either modifies ``model``: pass a copy. ``frame_size``
+        (h, w): take frames of that size and letterbox them in the graph (:class:`FrameLetterbox`), boxes out in frame
+        pixels; None: take letterboxed images of the input size."""
         super().__init__()
         c = model.config
         self.config = c
@@ -461,7 +489,7 @@ class EndToEndDetector(nn.Module):
         if frame_size is not None:
             self.add_module(LETTERBOX_SCOPE, FrameLetterbox(frame_size, c.input_size, PAD_BGR, nhwc=fold_stem))
         preprocess = fold_normalization(model) if fold_stem else None
-        self.add_module(PREPROCESS_SCOPE, preprocess or Preprocess(c.pixel_mean, c.pixel_std))
+        self.add_module(PREPROCESS_SCOPE, preprocess or fold_channel_swap(model))
         self.backbone = model.backbone
         self.rpn_head = model.rpn.head
         feat_h, feat_w = c.input_size[0] // c.stride, c.input_size[1] // c.stride
@@ -501,7 +529,8 @@ def build_export_model(
 
     ``engine``: the graph's form is tuned for it (both compute the same detections). "onnxruntime": normalisation
     folded into the first conv (:class:`FoldedPreprocess`), RoI sample grid built by Expand + Concat; "openvino":
-    literal normalisation (:class:`Preprocess`), grid built by broadcasting. Each is what that engine ran fastest.
+    literal normalisation of the BGR image with the channel swap in the first conv (:func:`fold_channel_swap`),
+    grid built by broadcasting. Each is what that engine ran fastest.
 
     ``frame_size`` (h, w): a frame-in graph (:class:`FrameLetterbox`): camera frames of that size in, boxes in frame
     pixels out.

@@ -227,6 +227,40 @@ def test_normalisation_folds_exactly_into_the_first_conv(backbone) -> None:
     assert first.padding != (0, 0)
 
 
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "tiny"])
+def test_openvino_graph_moves_the_channel_swap_into_the_first_conv(backbone, tmp_path) -> None:
+    """OpenVINO's form keeps the normalisation before the first conv (its INT8 input quantizer sits there) but has
+    the BGR -> RGB swap in the conv's weights: the same backbone output, no step -1 Slice in the ONNX graph, and the
+    eager model's conv untouched."""
+    import onnx
+
+    from lighthead_edge.config import ModelConfig
+    from lighthead_edge.export.graph import Preprocess
+    from lighthead_edge.export.onnx import export_onnx
+    from lighthead_edge.modeling.detector import build_detector
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, backbone=backbone, input_size=(64, 96), fc_dim=64, kernel_size=5)
+    model = build_detector(config).eval()
+    first = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    before = first.weight.detach().clone()
+    graph = build_export_model(model, engine="openvino")
+    assert isinstance(graph.preprocess, Preprocess) and graph.preprocess.swapped_in_conv
+    image = torch.randint(0, 256, (1, 64, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.backbone(model.normalize(image.permute(0, 3, 1, 2).flip(1).float()))
+        swapped = graph.backbone(graph.preprocess(image))
+    torch.testing.assert_close(swapped, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(first.weight, before)
+    onnx_model = export_onnx(graph, tmp_path / "model.onnx")
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in onnx_model.graph.initializer}
+    constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                      for n in onnx_model.graph.node if n.op_type == "Constant" and n.attribute[0].type == 4})
+    negative_steps = [n.name for n in onnx_model.graph.node if n.op_type == "Slice" and len(n.input) > 4
+                      and n.input[4] in constants and (constants[n.input[4]] < 0).any()]  # fmt: skip
+    assert negative_steps == []
+
+
 def test_first_conv_not_fed_by_the_input_is_not_folded() -> None:
     from lighthead_edge.export.graph import first_conv
 
