@@ -159,9 +159,10 @@ class Preprocess(nn.Module):
                  swapped_in_conv: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.swapped_in_conv = swapped_in_conv
-        order = (lambda v: v[::-1]) if swapped_in_conv else (lambda v: v)
-        self.register_buffer("mean", torch.tensor(order(pixel_mean), dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(order(pixel_std), dtype=torch.float32).view(1, 3, 1, 1))
+        if swapped_in_conv:  # the image stays BGR: normalise it in BGR order
+            pixel_mean, pixel_std = pixel_mean[::-1], pixel_std[::-1]
+        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.planar(images.to(torch.float32).permute(0, 3, 1, 2))

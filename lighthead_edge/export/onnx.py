@@ -36,8 +36,9 @@ def export_onnx(
         # and the RoI count (PSRoIAlignExport), both fixed for one export (static input size, P RoI slots), so the
         # branch it records is the only one the graph can take.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        # The channel flip (BGR -> RGB) is a step -1 Slice of the graph's input, which constant folding can't fold
-        # and needn't: it acts on the image, not on a constant. torch says so three times, to the user's terminal.
+        # A channel flip (BGR -> RGB) left in the graph is a step -1 Slice of its input (both engines' graphs move it
+        # into the first conv; a backbone that doesn't start with a plain conv keeps it), which constant folding
+        # can't fold and needn't: it acts on the image. torch would say so three times, to the user's terminal.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         with torch.no_grad():
             torch.onnx.export(
