@@ -1,7 +1,7 @@
 """Many live streams on one compiled model: aggregate throughput against the model alone, fairness, and a stall.
 
     python scripts/bench_streams.py BUNDLE [--backend openvino] [--precision fp32] [--threads 2] [--nireq N]
-        [--streams 1,2,4,8] [--seconds 10] [--frame 640x480] [--out runs/streams]
+        [--streams 1,2,4,8] [--rounds 12] [--seconds 3] [--frame 640x480] [--out runs/streams]
 
 In one run, on the same bundle, threads and requests in flight, in ``--rounds`` rounds (the stream counts in a
 rotated order each round; medians), so that a slow spell of a shared host hits every row alike:
@@ -10,7 +10,9 @@ rotated order each round; medians), so that a slow spell of a shared host hits e
   postprocessing): the most the engine gives; measured before every streams row and once at the end, so that each
   row is bracketed by two model-only measurements. A shared 2-vCPU host's model-only rate moved by 20-40% within a
   minute, so each row's ratio is taken against its own brackets (their mean) and the table gives the median of
-  those paired ratios beside the ratio to the median model-only rate;
+  those paired ratios beside the ratio to the median model-only rate. Many short pairs (12 of 3 s by default) rather
+  than a few long ones: one pair's ratio ranged 0.78-1.26 on that host, so the median of 3 pairs put a different row
+  under 0.90 in each run, where the median of 12 moved by a few points (see the README);
 - ``N streams``: a :class:`~lighthead_edge.runtime.pipeline.Pipeline` over N live sources, each sending frames
   (``--frame`` size, letterboxed on the host like a camera's) faster than the engine can take them all, so every
   stream always has a newest frame waiting: aggregate fps against the model-only figure (target >= 90%), and each
@@ -150,7 +152,7 @@ def stall_run(detector: Detector, nireq: int, fps: float, seconds: float) -> dic
     return {"sending_fps": fps, "stall_at_s": cut, "rates": rate, "stalled_processed": len(times["stalled"])}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--backend", default=None)
@@ -158,8 +160,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nireq", type=int, default=None, help="requests in flight [default: the engine's]")
     parser.add_argument("--streams", default="1,2,4,8")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=12, help="pairs per row (each row between two model-only runs)")
+    parser.add_argument("--stall-seconds", type=float, default=9.0, help="length of the stall run")
     parser.add_argument("--frame", default="640x480", help="the cameras' frame size WxH (host letterboxed)")
     parser.add_argument(
         "--oversubscribe",
@@ -168,7 +171,9 @@ def main() -> None:
         help="all streams together send this many times the model-only rate (so no stream waits)",
     )
     parser.add_argument("--out", default="runs/streams")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.stall_seconds < 3.0:
+        parser.error("--stall-seconds must be >= 3 (it measures 0.5 s after the start and around the stall)")
     global FRAME_HW
     w, h = (int(v) for v in args.frame.lower().split("x"))
     FRAME_HW = (h, w)
@@ -207,7 +212,7 @@ def main() -> None:
              "cpu_ms_per_frame": float(np.median([r["cpu_ms_per_frame"] for r in runs[n]])),
              "cpu_over_model_ms": float(np.median([r["cpu_over_model_ms"] for r in runs[n]])), "runs": runs[n]}
             for n in counts]  # fmt: skip
-    stall = stall_run(detector, nireq, fps=base / 4, seconds=max(9.0, args.seconds))
+    stall = stall_run(detector, nireq, fps=base / 4, seconds=args.stall_seconds)
     lines = [f"host: {host_description()}; {detector.artifact.key}, {args.threads} threads, nireq {nireq}, "
              f"frames {w}x{h}, {args.seconds:.0f} s per row",
              "", f"model only (async queue kept full): {', '.join(f'{a:.1f}' for a in alone)} inferences/s, "
@@ -234,7 +239,8 @@ def main() -> None:
     write_atomic(out / "streams.json", json.dumps(result, indent=2), "--out")
     write_atomic(out / "streams.md", "\n".join(lines) + "\n", "--out")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
