@@ -37,6 +37,7 @@ class PruneSettings:
     thin_head: bool = True
     fc_ratio: float = 0.0  # fraction of the fc-2048's hidden units removed
     thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
+    rpn_ratio: float = 0.0  # fraction of the RPN's mid channels (its 3x3 conv's outputs) removed
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
     reconstruct: bool = True  # prune the head by least-squares reconstruction (compress/reconstruct.py)
     calib_batches: int = 32  # training batches the reconstruction (and its BN re-estimation) draws from
@@ -105,7 +106,7 @@ def _prune(
         log(f"pruning with least-squares reconstruction on {s.calib_batches} training batches")
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
                                  importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,
-                                 thin_ratio=s.thin_ratio, calibration=calibration,
+                                 thin_ratio=s.thin_ratio, rpn_ratio=s.rpn_ratio, calibration=calibration,
                                  bn_batches=s.bn_batches)  # fmt: skip
     log(f"pruned {source or 'the model'} (widths {report.widths}): "
         f"backbone + thin_map MACs -{report.macs_reduction:.1%}")  # fmt: skip
@@ -113,7 +114,8 @@ def _prune(
         return pruned, report, recalibrate_bn(pruned, train_json, batches=s.bn_batches, batch_size=cfg.batch_size)
     r = report.reconstruction
     log(f"reconstruction residuals: C_mid {', '.join(f'{k} {v:.3f}' for k, v in r['mid_error'].items())}; "
-        f"fc {r['fc_error']:.3f}; cls/box {r['out_error']:.3f} ({r['rois']} RoIs)")  # fmt: skip
+        f"fc {r['fc_error']:.3f}; cls/box {r['out_error']:.3f} ({r['rois']} RoIs)"
+        + (f"; RPN {r['rpn_error']:.3f}" if s.rpn_ratio else ""))  # fmt: skip
     return pruned, report, r["bn_batches"]  # re-estimated before the head was refitted
 
 

@@ -17,6 +17,10 @@ Pruning for Accelerating Very Deep Neural Networks", and ThiNet), so the pruned 
   after that refit (a Schur complement, so no retraining per candidate).
 - **fc hidden units**. Ranked by ``E[h_j^2] * ||[cls; box][:, j]||^2`` (what a unit actually sends to the outputs), then
   ``cls_score`` and ``bbox_pred`` are refitted on the kept units to the original model's logits and deltas.
+- **RPN mid channels** (the 3x3 conv's outputs, after its ReLU). Ranked the same way,
+  ``E[t_j^2] * ||[cls; box][:, j]||^2`` over every feature-map position, then the RPN's two 1x1 outputs are refitted
+  on the kept channels to the original model's objectness logits and deltas at the same positions (the pruned
+  backbone's features in, the original's outputs as targets).
 
 The RoIs are the original model's top test-time proposals plus the ground-truth boxes, as in the distillation
 (``compress/distill.py``): the boxes that reach the head at test time. Moments are accumulated in float64.
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lighthead_edge.compress.distill import teacher_rois
-from lighthead_edge.compress.surgery import BRANCHES, prune_fc_hidden, remove_ps_groups
+from lighthead_edge.compress.surgery import BRANCHES, prune_fc_hidden, prune_rpn_mid, remove_ps_groups
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
 
@@ -50,6 +54,7 @@ class ReconstructReport:
     out_error: float  # cls/box output residual after removing fc hidden units and refitting (0 when not pruned)
     rois: int  # calibration RoIs the fc refits saw
     bn_batches: int = 0  # batches the backbone's BN statistics were re-estimated on first
+    rpn_error: float = 0.0  # RPN objectness/delta residual after removing mid channels and refitting (0: not pruned)
 
 
 def _psd_sqrt(m: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -167,6 +172,43 @@ def _head_moments(model: LightHeadRCNN, teacher: LightHeadRCNN, batches: Batches
     return m
 
 
+@torch.no_grad()
+def _rpn_moments(model: LightHeadRCNN, teacher: LightHeadRCNN, batches: Batches) -> _Moments:
+    """``model``'s RPN mid activations (after the ReLU, and a constant 1) against the teacher's RPN outputs
+    (objectness logits, then deltas), one row per feature-map position."""
+    m = _Moments()
+
+    def rows(x: Tensor) -> Tensor:
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+    for images, _ in batches():
+        th = teacher.rpn.head
+        t_mid = F.relu(th.conv(teacher.backbone(teacher.normalize(images))))
+        s_mid = F.relu(model.rpn.head.conv(model.backbone(model.normalize(images))))
+        m.add(_with_one(rows(s_mid)), torch.cat([rows(th.cls_logits(t_mid)), rows(th.bbox_pred(t_mid))], 1))
+    return m
+
+
+def reconstruct_rpn(model: LightHeadRCNN, teacher: LightHeadRCNN, batches: Batches, keep: int) -> float:
+    """Keep ``keep`` RPN mid channels of ``model`` in place, its 1x1 outputs refitted to ``teacher``'s -> the residual
+    fraction of the teacher's RPN output energy."""
+    m = _rpn_moments(model, teacher, batches)
+    if not m.n:
+        raise ConfigError("reconstruction saw no calibration images: the calibration batches are empty")
+    head = model.rpn.head
+    outputs = torch.cat([head.cls_logits.weight, head.bbox_pred.weight]).detach().double().flatten(1)
+    score = m.xx.diagonal()[:-1] * (outputs**2).sum(0)
+    kept = score.topk(min(keep, score.numel())).indices.sort().values
+    prune_rpn_mid(model, kept)
+    w, error = _explained(m, torch.cat([kept, torch.tensor([m.xx.shape[0] - 1])]))
+    n_cls = head.cls_logits.out_channels
+    with torch.no_grad():
+        for layer, rows in ((head.cls_logits, w[:n_cls]), (head.bbox_pred, w[n_cls:])):
+            layer.weight.copy_(rows[:, :-1].reshape(layer.weight.shape))
+            layer.bias.copy_(rows[:, -1])
+    return error
+
+
 # ------------------------------------------------------------------------------------------------------- steps
 def reconstruct_mids(model: LightHeadRCNN, batches: Batches, keep: dict[str, int]) -> dict[str, float]:
     """Factorise the thin head's branches ("a", "b") to ``keep[branch]`` mids in place -> relative error per branch."""
@@ -207,10 +249,12 @@ def reconstruct_head(
     mid_keep: dict[str, int] | None,
     groups_remove: int,
     fc_keep: int | None,
+    rpn_keep: int | None = None,
     rois_per_image: int = 64,
 ) -> tuple[list[int], ReconstructReport]:
-    """Prune the light head of ``model`` in place with least-squares reconstruction against ``teacher`` (the
-    unpruned model) -> (removed PS groups, report). ``mid_keep``/``fc_keep`` None leave that width alone."""
+    """Prune the light head (and with ``rpn_keep``, the RPN's mid channels) of ``model`` in place with least-squares
+    reconstruction against ``teacher`` (the unpruned model) -> (removed PS groups, report). ``mid_keep``/``fc_keep``/
+    ``rpn_keep`` None leave that width alone."""
     model.eval()
     teacher.eval()
     mid_errors = reconstruct_mids(model, batches, mid_keep) if mid_keep else {}
@@ -241,4 +285,8 @@ def reconstruct_head(
             head.cls_score.bias.copy_(w[:n_cls, -1])
             head.bbox_pred.weight.copy_(w[n_cls:, :-1])
             head.bbox_pred.bias.copy_(w[n_cls:, -1])
-    return removed, ReconstructReport(mid_errors, fc_error, out_error, m.n)
+    rois = m.n
+    rpn_error = 0.0
+    if rpn_keep and rpn_keep < model.rpn.head.conv.out_channels:
+        rpn_error = reconstruct_rpn(model, teacher, batches, rpn_keep)
+    return removed, ReconstructReport(mid_errors, fc_error, out_error, rois, rpn_error=rpn_error)

@@ -1,11 +1,13 @@
 """Head surgery: cut channels out of the light head's layers, shared by magnitude pruning (``compress/prune.py``) and
 least-squares reconstruction (``compress/reconstruct.py``). Each function edits a model in place and keeps its config
-in step (``alpha``, ``fc_dim``); none decides *what* to cut.
+in step (``alpha``, ``fc_dim``, ``rpn_channels``); none decides *what* to cut.
 
 - A mid channel of the thin head's branch "a" is an output of ``col_a`` and an input of ``row_a`` (branch "b":
   ``row_b`` -> ``col_b``).
 - A PS group g is thin channels [g*p*p, (g+1)*p*p) of ``row_a`` and ``col_b`` (summed) and the same columns of the fc.
 - A hidden unit j of the fc is its row j and column j of ``cls_score`` and ``bbox_pred``.
+- A mid channel j of the RPN is output j of its 3x3 ``conv`` and input j of both 1x1 outputs (``cls_logits``,
+  ``bbox_pred``); the ReLU between is per channel, so removing j is exactly zeroing those two inputs.
 """
 
 from __future__ import annotations
@@ -87,3 +89,12 @@ def prune_fc_hidden(model: LightHeadRCNN, keep: Tensor) -> None:
     head.cls_score = slice_linear(head.cls_score, in_idx=keep)
     head.bbox_pred = slice_linear(head.bbox_pred, in_idx=keep)
     model.config = dataclasses.replace(model.config, fc_dim=int(keep.numel()))
+
+
+def prune_rpn_mid(model: LightHeadRCNN, keep: Tensor) -> None:
+    """Keep mid channels ``keep`` (Tensor[K] long) of the RPN: its 3x3 conv's outputs and both 1x1 outputs' inputs."""
+    head = model.rpn.head
+    head.conv = slice_conv(head.conv, out_idx=keep)
+    head.cls_logits = slice_conv(head.cls_logits, in_idx=keep)
+    head.bbox_pred = slice_conv(head.bbox_pred, in_idx=keep)
+    model.config = dataclasses.replace(model.config, rpn_channels=int(keep.numel()))

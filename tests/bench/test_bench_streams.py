@@ -25,8 +25,9 @@ def load_script():
 
 def test_a_small_run_writes_the_table_and_streams_share_fairly(assets: ExportedAssets, tmp_path: Path, capsys):
     out = tmp_path / "streams"
-    args = [str(assets.bundle), "--backend", "openvino", "--precision", "fp32", "--threads", "1", "--streams", "1,3",
-            "--rounds", "2", "--seconds", "1", "--stall-seconds", "3", "--frame", "160x120", "--out", str(out)]  # fmt: skip
+    args = [str(assets.bundle), "--backend", "openvino", "--precision", "fp32", "--threads", "1", "--streams",
+            "1,3", "--rounds", "2", "--seconds", "1", "--stall-seconds", "3", "--frame", "160x120",
+            "--out", str(out)]  # fmt: skip
     assert load_script().main(args) == 0
     result = json.loads((out / "streams.json").read_text())
     assert (out / "streams.md").read_text().splitlines()[0].startswith("host: ")

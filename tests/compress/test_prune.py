@@ -137,6 +137,48 @@ def test_fc_hidden_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image, 
         assert torch.equal(both(image)[0]["scores"], loaded(image)[0]["scores"])
 
 
+def test_rpn_mid_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image):
+    """Removing RPN mid channels == zeroing their 3x3 filters and biases (ReLU(0) feeds nothing): the same objectness
+    and deltas; both 1x1 outputs' inputs follow, config.rpn_channels follows, and the checkpoint reloads under
+    weights_only with the same detections."""
+    from lighthead_edge.compress.prune import rpn_mid_importance
+    from lighthead_edge.compress.surgery import prune_rpn_mid
+
+    n = tiny_detector.rpn.head.conv.out_channels
+    keep = torch.tensor([0, 5, 17, 100, n - 1])
+    pruned, zeroed = copy.deepcopy(tiny_detector), copy.deepcopy(tiny_detector)
+    prune_rpn_mid(pruned, keep)
+    drop = torch.ones(n, dtype=torch.bool)
+    drop[keep] = False
+    with torch.no_grad():
+        zeroed.rpn.head.conv.weight[drop] = 0
+        zeroed.rpn.head.conv.bias[drop] = 0
+    head = pruned.rpn.head
+    assert (head.conv.out_channels, head.cls_logits.in_channels, head.bbox_pred.in_channels) == (5, 5, 5)
+    assert pruned.config.rpn_channels == 5 and tiny_detector.config.rpn_channels == n == 256
+    with torch.no_grad():
+        features = tiny_detector.backbone(tiny_detector.normalize(image))
+        for a, b in zip(head(features), zeroed.rpn.head(features), strict=True):
+            assert a.abs().max() > 0
+            torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+    assert rpn_mid_importance(tiny_detector).shape == (n,)
+    both, report = prune_model(tiny_detector, ratio=0.5, rpn_ratio=0.75)
+    assert report.widths["rpn_mid"] == [256, 64] and both.config.rpn_channels == 64
+    assert report.widths["backbone_out"] == [64, 32] and both.rpn.head.conv.in_channels == 32
+    assert report.to_meta()["rpn_ratio"] == 0.75 and "rpn 0.75" in report.format()
+    before, after = ({r.stage: r.macs for r in rows} for rows in (report.before, report.after))
+    # half its input and a quarter of its mids: the 3x3 conv at 1/8 of its MACs, the 1x1 outputs at 1/4
+    assert 0.125 * before["rpn"] < after["rpn"] < 0.15 * before["rpn"]
+    path = save_checkpoint(tmp_path / "p.pt", both, CLASSES, meta={"pruned": report.to_meta()})
+    loaded, _, _ = load_checkpoint(path)
+    assert loaded.rpn.head.conv.weight.shape == (64, 32, 3, 3) and loaded.config.rpn_channels == 64
+    with torch.no_grad():
+        a, b = both(image)[0], loaded(image)[0]
+    assert len(a["scores"]) > 0 and torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    with pytest.raises(ConfigError, match="rpn-ratio"):
+        prune_model(tiny_detector, ratio=0.5, rpn_ratio=1.0)
+
+
 def test_thin_head_ratio_is_its_own(tiny_detector):
     pruned, report = prune_model(tiny_detector, ratio=0.25, thin_ratio=0.5)
     assert report.widths["backbone_out"] == [64, 48]
