@@ -4,31 +4,25 @@ and a whole (tiny) benchmark run writes its report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load_script
 
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.modeling.detector import build_detector
 from lighthead_edge.modeling.reference_heads import HeadKind, build_head
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_heads.py"
 CLASSES, ROIS = 3, 5
 
 
 @pytest.fixture(scope="module")
 def bench():
     """scripts/bench_heads.py as a module."""
-    spec = importlib.util.spec_from_file_location("bench_heads_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_heads")
 
 
 @pytest.fixture(scope="module")

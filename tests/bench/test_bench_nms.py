@@ -3,29 +3,16 @@ block-wise NMS keeps exactly the baseline's boxes on every image."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
+from bench_scripts import load_script
 
 from lighthead_edge.modeling.checkpoint import load_checkpoint
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_nms.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_nms_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_small_run_prints_the_table_and_the_two_agree(capsys):
     threads = torch.get_num_threads()
     try:
-        assert load_script().main(["--images", "1", "--size", "256", "--runs", "1", "--steps", "1"]) == 0
+        assert load_script("bench_nms").main(["--images", "1", "--size", "256", "--runs", "1", "--steps", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
@@ -41,7 +28,7 @@ def test_a_small_run_prints_the_table_and_the_two_agree(capsys):
 
 
 def test_proposals_are_the_rpns_own_at_each_settings_and_the_swap_is_undone():
-    bench = load_script()
+    bench = load_script("bench_nms")
     import lighthead_edge.modeling.rpn as rpn
 
     before = rpn.nms

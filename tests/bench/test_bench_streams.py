@@ -4,23 +4,12 @@ two streams that keep sending keep their rate."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 from exported import ExportedAssets
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_streams.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_streams_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_small_run_writes_the_table_and_streams_share_fairly(assets: ExportedAssets, tmp_path: Path, capsys):
@@ -28,7 +17,7 @@ def test_a_small_run_writes_the_table_and_streams_share_fairly(assets: ExportedA
     args = [str(assets.bundle), "--backend", "openvino", "--precision", "fp32", "--threads", "1", "--streams",
             "1,3", "--rounds", "2", "--seconds", "1", "--stall-seconds", "3", "--frame", "160x120",
             "--out", str(out)]  # fmt: skip
-    assert load_script().main(args) == 0
+    assert load_script("bench_streams").main(args) == 0
     result = json.loads((out / "streams.json").read_text())
     assert (out / "streams.md").read_text().splitlines()[0].startswith("host: ")
     assert result["artifact"] == "openvino/fp32" and result["threads"] == 1
@@ -56,6 +45,6 @@ def test_a_small_run_writes_the_table_and_streams_share_fairly(assets: ExportedA
 
 def test_a_too_short_stall_run_is_a_usage_error(assets: ExportedAssets, tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exc:
-        load_script().main([str(assets.bundle), "--stall-seconds", "1", "--out", str(tmp_path / "s")])
+        load_script("bench_streams").main([str(assets.bundle), "--stall-seconds", "1", "--out", str(tmp_path / "s")])
     assert exc.value.code == 2 and "--stall-seconds must be >= 3" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
