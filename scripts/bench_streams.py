@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stall_seconds < 3.0:
         parser.error("--stall-seconds must be >= 3 (it measures 0.5 s after the start and around the stall)")
+    if args.rounds < 1 or not args.seconds > 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
     global FRAME_HW
     w, h = (int(v) for v in args.frame.lower().split("x"))
     FRAME_HW = (h, w)

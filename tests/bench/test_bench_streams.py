@@ -43,8 +43,12 @@ def test_a_small_run_writes_the_table_and_streams_share_fairly(assets: ExportedA
     assert "| 3 |" in table and "stall: 3 streams at" in table
 
 
-def test_a_too_short_stall_run_is_a_usage_error(assets: ExportedAssets, tmp_path: Path, capsys):
+@pytest.mark.parametrize("bad,message", [(["--stall-seconds", "1"], "--stall-seconds must be >= 3"),
+                                         (["--rounds", "0"], "--rounds must be >= 1"),
+                                         (["--seconds", "0"], "--seconds > 0"),
+                                         (["--seconds", "nan"], "--seconds > 0")])  # fmt: skip
+def test_bad_run_lengths_are_usage_errors(assets: ExportedAssets, tmp_path: Path, capsys, bad, message):
     with pytest.raises(SystemExit) as exc:
-        load_script("bench_streams").main([str(assets.bundle), "--stall-seconds", "1", "--out", str(tmp_path / "s")])
-    assert exc.value.code == 2 and "--stall-seconds must be >= 3" in capsys.readouterr().err
+        load_script("bench_streams").main([str(assets.bundle), *bad, "--out", str(tmp_path / "s")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
