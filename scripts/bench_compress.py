@@ -5,9 +5,13 @@
     .venv/bin/python scripts/bench_compress.py --no-prune --threads 2 --runs 10 --out runs/bench_compress
     .venv/bin/python scripts/bench_compress.py --checkpoint model.pt --pruned pruned.pt --val val.json --calib frames/
     .venv/bin/python scripts/bench_compress.py ... --isa avx2      # OpenVINO as on an AVX2-only CPU
+    .venv/bin/python scripts/bench_compress.py ... --pruned pruned.pt --tuned tuned/   # + the bundle `tune` chose
 
 ``--pruned`` takes a model that ``lighthead-edge prune`` already pruned and fine-tuned (fine-tuning to recover the
 accuracy takes longer than a benchmark should), instead of pruning here with ``--prune`` / ``--finetune-epochs``.
+``--tuned`` (repeatable) adds the variant that ``lighthead-edge tune`` chose into a bundle folder (its manifest's
+``tune.chosen``: precision and RoI budget) as a row ``backend/tuned-<precision>@<rois>``, measured on ``--val`` and
+timed in the same interleaved schedule, so "pruned + tuned INT8 against the unpruned FP32" is one ratio of one table.
 
 Every figure comes from this one run on this machine: latency p50/p95 at each ``--threads`` count, async throughput,
 size on disk and, with ``--val``, COCO AP/AP50. The latencies of all ONNX Runtime and OpenVINO variants, unpruned
@@ -24,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lighthead_edge.compress.bench import measure_torch
+from lighthead_edge.compress.bench import measure_artifact, measure_torch
 from lighthead_edge.compress.quantize import QuantizeSettings, quantize_checkpoint
 from lighthead_edge.compress.report import add_ratios, write_report
 from lighthead_edge.measure import BenchSettings, host_description, latencies
@@ -40,6 +44,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prune", type=float, default=0.5, help="pruning ratio [0.5]")
     p.add_argument("--no-prune", action="store_true", help="skip the pruned variants")
     p.add_argument("--pruned", help="an already pruned (and fine-tuned) model.pt of --checkpoint, for the pruned rows")
+    p.add_argument("--tuned", action="append", default=[], metavar="BUNDLE",
+                   help="a bundle written by `lighthead-edge tune`: its chosen variant becomes a row (repeatable)")
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--threads", default="1,2", help="thread counts; the last is the headline [1,2]")
     p.add_argument("--runs", type=int, default=20)
@@ -71,6 +77,7 @@ def _default_model(out: Path) -> tuple[Path, Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     cap_isa(args.isa)  # before anything compiles an OpenVINO model in this process
+    tuned = [_tuned_variant(Path(root)) for root in args.tuned]  # refused before an hour of work, not after
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint, train, val = (Path(args.checkpoint), args.data, args.val) if args.checkpoint else _default_model(out)
@@ -97,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         settings = QuantizeSettings(prune_ratio=args.prune, train_json=str(train),
                                     finetune_epochs=args.finetune_epochs, **common)  # fmt: skip
         pruned = quantize_checkpoint(checkpoint, out / "bundle_pruned", calib=calib, settings=settings, log=log)
+    together = {"": _variants(plain.bundle)}
     if pruned is not None:
         for key, value in pruned.results.items():
             backend, precision = key.split("/")
             if precision != "fp16":
                 results[f"{backend}/pruned-{precision}"] = value
-        _retime_together(results, plain.bundle, pruned.bundle, bench, log)
+        together["pruned-"] = _variants(pruned.bundle)
+    for key, bundle, artifact in tuned:
+        log(f"measuring {key} ({bundle.root})")
+        results[key] = measure_artifact(bundle, artifact, bench, {})
+        together[""][key] = (bundle, artifact)
+    if len(together) > 1 or tuned:
+        _retime_together(results, together, bench, log)
     threads = str(bench.threads[-1])
     table = add_ratios(results, threads)
     for key, row in table.items():
@@ -116,24 +130,57 @@ def main(argv: list[str] | None = None) -> int:
         print(_pruning_line(Path(args.pruned), checkpoint))
     elif pruned is not None:
         print(f"pruned rows: pruned in this run at ratio {args.prune}, {args.finetune_epochs} fine-tuning epoch(s)")
+    for key, bundle, _ in tuned:
+        print(_tuned_line(key, bundle))
     return 0
 
 
-def _retime_together(results: dict, bundle: Path, pruned: Path, bench: BenchSettings, log) -> None:
-    """Replace the bundle rows' latencies by one interleaved timing of the unpruned and pruned artifacts together.
-
-    Each ``quantize_checkpoint`` timed its own bundle; the pruned rows' ratios are against the unpruned FP32, so they
-    are timed again here in one schedule, where a slow spell of the shared host lands on both sides alike.
-    """
+def _variants(root: Path) -> dict:
+    """A bundle's FP32 and INT8 artifacts -> ``{"backend/precision": (bundle, artifact)}``."""
     from lighthead_edge.runtime.bundle import load_bundle
 
+    loaded = load_bundle(root)
+    return {a.key: (loaded, a) for a in loaded.artifacts if a.precision.value != "fp16"}
+
+
+def _tuned_variant(root: Path) -> tuple:
+    """The variant ``tune`` chose into ``root`` -> (row key, bundle, artifact); a one-line exit if it is not one."""
+    from lighthead_edge.runtime.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(root)
+    except BundleError as e:
+        sys.exit(f"--tuned {root}: {e}")
+    tune = bundle.manifest.get("tune")
+    if not isinstance(tune, dict) or "chosen" not in tune:
+        sys.exit(f"--tuned {root}: not a bundle written by `lighthead-edge tune` (its manifest has no tune.chosen)")
+    chosen, backend = tune["chosen"], tune["settings"]["backend"]
+    artifact = bundle.artifact(backend, chosen["precision"])
+    return f"{backend}/tuned-{chosen['precision']}@{chosen['rois']}", bundle, artifact
+
+
+def _tuned_line(key: str, bundle) -> str:
+    """What a tuned row is: the model it was tuned from, the search's ISA and RoI budgets, and its own reference."""
+    tune = bundle.manifest["tune"]
+    ref, chosen, settings = tune["reference"], tune["chosen"], tune["settings"]
+    return (f"{key}: {bundle.root} (`tune` of {bundle.manifest.get('source_checkpoint', {}).get('name', '?')}, "
+            f"--isa {settings.get('isa', 'native')}, RoI budgets {settings.get('rois')} and {ref['rois']}; "
+            f"chose {chosen['label']} at AP {chosen['ap']:.4f} against its FP32 @{ref['rois']} {ref['ap']:.4f})")
+
+
+def _retime_together(results: dict, groups: dict[str, dict], bench: BenchSettings, log) -> None:
+    """Replace the rows' latencies by one interleaved timing of every bundle's artifacts together.
+
+    Each ``quantize_checkpoint`` timed its own bundle; the pruned and tuned rows' ratios are against the unpruned
+    FP32, so they are timed again here in one schedule, where a slow spell of the shared host lands on every side
+    alike. ``groups``: row-key prefix -> that bundle's variants (see :func:`_variants`).
+    """
     variants = {}
-    for label, root in (("", bundle), ("pruned-", pruned)):
-        loaded = load_bundle(root)
-        for artifact in loaded.artifacts:
-            if artifact.precision.value != "fp16":
-                variants[f"{artifact.backend.value}/{label}{artifact.precision.value}"] = (loaded, artifact)
-    log(f"timing {len(variants)} variants of both bundles together at {bench.threads} thread(s), interleaved")
+    for label, group in groups.items():
+        for key, pair in group.items():
+            backend, precision = key.split("/")
+            variants[f"{backend}/{label}{precision}"] = pair
+    log(f"timing {len(variants)} variants together at {bench.threads} thread(s), interleaved")
     for key, latency in latencies(variants, bench).items():
         results[key]["latency_ms"] = latency
 

@@ -86,8 +86,9 @@ def test_bench_refuses_a_report_folder_before_measuring(assets: ExportedAssets, 
         check_report_folder(user, "the report folder", strict=False)
 
 
-def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tmp_path: Path, capsys):
-    """The benchmark's variants in one run: torch, both engines FP32/INT8, and pruned FP32 / pruned + INT8."""
+def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tuned, tmp_path: Path, capsys):
+    """The benchmark's variants in one run: torch, both engines FP32/INT8, pruned FP32 / pruned + INT8, and the
+    variant ``tune`` chose (the session's tune run of conftest.py, ONNX Runtime)."""
     spec = importlib.util.spec_from_file_location("bench_compress", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -101,8 +102,8 @@ def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tm
     data = str(assets.val_json)
     code = module.main(["--checkpoint", str(CHECKPOINT), "--data", data, "--val", data, "--prune", "0.5",
                         "--calib-size", "8", "--threads", "1", "--runs", "2", "--keep-float", "roi_heads/head/fc/",
-                        "--out", str(tmp_path)])  # fmt: skip
-    assert code == 0
+                        "--tuned", str(tuned.out), "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0 and tuned.code == 0
     results = json.loads((tmp_path / "report.json").read_text())["results"]
     expected = {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8",
                 "onnxruntime/pruned-fp32", "openvino/pruned-int8"}  # fmt: skip
@@ -110,8 +111,16 @@ def test_bench_compress_script_builds_the_whole_table(assets: ExportedAssets, tm
     assert all(results[key]["ratios"]["vs_torch"] > 0 for key in expected)
     quantization = json.loads((tmp_path / "report.json").read_text())["quantization"]
     assert all(q["kept_float"][0]["why"] == "--keep-float" for q in quantization.values())  # the flag reached both
-    assert "| openvino/pruned-int8 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| openvino/pruned-int8 |" in printed
     # the pruned rows' ratios are against the unpruned FP32: both were timed in the same interleaved schedule
     together = [s for s in schedules if "openvino/fp32" in s and "openvino/pruned-int8" in s]
     assert len(together) == 1 and not any(k.endswith("fp16") for k in together[0])
     assert all(results[k]["latency_ms"]["1"]["p50"] > 0 for k in together[0])
+    # --tuned: tune's choice is a row with the AP tune measured (the same graph on the same data), timed with the rest
+    chosen = json.loads((tuned.out / "tune.json").read_text())["chosen"]
+    key = f"onnxruntime/tuned-{chosen['precision']}@{chosen['rois']}"
+    assert key in together[0] and results[key]["baseline"] == "onnxruntime/fp32"
+    assert results[key]["coco"]["AP"] == pytest.approx(chosen["ap"], abs=1e-6)
+    assert results[key]["ratios"]["latency_p50"] > 0
+    assert f"| {key} |" in printed and f"chose {chosen['label']} at AP" in printed

@@ -3,6 +3,7 @@ written as the bundle, with its report and plot."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lighthead_edge.runtime.bundle import load_bundle
 from lighthead_edge.runtime.detector import Detector
 
 CHECKPOINT = Path(__file__).parents[1] / "export" / "data" / "tiny_synth_128.pt"
+BENCH_COMPRESS = Path(__file__).parents[2] / "scripts" / "bench_compress.py"
 
 
 def test_pareto_front() -> None:
@@ -24,20 +26,9 @@ def test_pareto_front() -> None:
     assert [(p.rois, p.precision) for p in pareto(pts)] == [(10, "int8"), (10, "fp32"), (50, "fp32")]
 
 
-def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAssets, tmp_path: Path, monkeypatch) -> None:
-    import lighthead_edge.compress.tune as tune
-
-    schedules: list[dict] = []  # every joint timing tune runs: {variant: {threads: stats}}
-
-    def spy(variants, settings, log=None):
-        schedules.append(latencies(variants, settings, log))
-        return schedules[-1]
-
-    monkeypatch.setattr(tune, "latencies", spy)
-    out = tmp_path / "tuned"
-    code, stdout, err = cli("tune", CHECKPOINT, "--val", assets.val_json, "--calib", assets.val_json,
-                            "--backend", "onnxruntime", "--rois", "8,30", "--max-drop", "0.02", "--calib-size", "4",
-                            "--threads", "1", "--runs", "3", "--out", out)  # fmt: skip
+def test_tune_writes_the_fastest_bundle_within_budget(tuned) -> None:
+    """The session's one real tune run (``tuned`` in conftest.py) on the tiny checkpoint."""
+    code, stdout, err, out, schedules = tuned.code, tuned.stdout, tuned.err, tuned.out, tuned.schedules
     assert code == 0, err
     report = json.loads((out / "tune.json").read_text())
     points, reference, chosen = report["points"], report["reference"], report["chosen"]
@@ -64,6 +55,21 @@ def test_tune_writes_the_fastest_bundle_within_budget(cli, assets: ExportedAsset
     md = (out / "tune.md").read_text()
     assert f"**Chosen: {chosen['label']}**" in md and "| Pareto |" in md
     assert f"bundle: {out}" in stdout
+
+
+def _bench_compress():
+    spec = importlib.util.spec_from_file_location("bench_compress", BENCH_COMPRESS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_compress_refuses_a_bundle_tune_did_not_write(assets: ExportedAssets, tmp_path: Path) -> None:
+    data = str(assets.val_json)
+    with pytest.raises(SystemExit, match="not a bundle written by `lighthead-edge tune`"):
+        _bench_compress().main(["--checkpoint", str(CHECKPOINT), "--val", data, "--calib", data, "--no-prune",
+                                "--tuned", str(assets.bundle), "--out", str(tmp_path / "bench")])  # fmt: skip
+    assert not (tmp_path / "bench" / "report.json").exists()
 
 
 @pytest.mark.parametrize(("args", "match"), [(["--rois", "0,10"], "--rois"), (["--max-drop", "2"], "--max-drop")])

@@ -78,11 +78,17 @@ def test_server_killed_and_restarted(rtsp_server, start_runner, stream_bundle: P
     after = sum(t > server.starts[-1] for t in stamps)
     (gap_start, gap), *others = gaps_in(stamps, 1.0)
     attempts = summary["reconnect_attempts"]
+    edge = next(i for i, r in enumerate(records) if r["timestamp"] > gap_start)  # the first record after the gap
+    skipped = records[edge]["frame"] - records[edge - 1]["frame"] - 1  # frames read across it but not processed
     print(f"\nkill + restart after 2 s: {before} frames before, a {gap:.2f} s gap (source: "
-          f"{summary['gap_seconds']:.2f} s), {after} frames after; {attempts} reconnect attempts")  # fmt: skip
+          f"{summary['gap_seconds']:.2f} s), {after} frames after; {attempts} reconnect attempts; frames "
+          f"{records[edge - 1]['frame']} -> {records[edge]['frame']}; dropped {summary['dropped']}")  # fmt: skip
     assert not others and before >= 20 and after >= 15 and 2.0 < gap < 9.0
     assert summary["reconnects"] == 1 and summary["gaps"] == 1 and summary["resolution_changes"] == 0
-    assert summary["gap_seconds"] == pytest.approx(gap, abs=0.5)
+    if skipped == 0:  # the records on both sides of the gap are the source's last frame before it and first after
+        assert summary["gap_seconds"] == pytest.approx(gap, abs=0.5)
+    else:  # a busy engine dropped frames read around the outage (a stall of the shared host): those hide in ``gap``
+        assert 2.0 < summary["gap_seconds"] <= gap + 0.5
     assert attempts == 1 + err.count("still unavailable: connection refused") and attempts >= 2
     assert f"stream {server.url()} dropped; reconnecting" in err
     assert f"reconnected to stream {server.url()} after a {summary['gap_seconds']:.1f} s gap" in err, err
