@@ -12,7 +12,6 @@ from exported import ExportedAssets
 
 from lighthead_edge.compress.tune import Point, pareto
 from lighthead_edge.errors import ConfigError
-from lighthead_edge.measure import latencies
 from lighthead_edge.runtime.bundle import load_bundle
 from lighthead_edge.runtime.detector import Detector
 
