@@ -45,7 +45,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-prune", action="store_true", help="skip the pruned variants")
     p.add_argument("--pruned", help="an already pruned (and fine-tuned) model.pt of --checkpoint, for the pruned rows")
     p.add_argument("--tuned", action="append", default=[], metavar="BUNDLE",
-                   help="a bundle written by `lighthead-edge tune`: its chosen variant becomes a row (repeatable)")  # fmt: skip
+                   help="a bundle `lighthead-edge tune` wrote: its chosen variant is a row (repeatable)")  # fmt: skip
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--threads", default="1,2", help="thread counts; the last is the headline [1,2]")
     p.add_argument("--runs", type=int, default=20)
@@ -165,7 +165,7 @@ def _tuned_line(key: str, bundle) -> str:
     ref, chosen, settings = tune["reference"], tune["chosen"], tune["settings"]
     return (f"{key}: {bundle.root} (`tune` of {bundle.manifest.get('source_checkpoint', {}).get('name', '?')}, "
             f"--isa {settings.get('isa', 'native')}, RoI budgets {settings.get('rois')} and {ref['rois']}; "
-            f"chose {chosen['label']} at AP {chosen['ap']:.4f} against its FP32 @{ref['rois']} {ref['ap']:.4f})")  # fmt: skip
+            f"chose {chosen['label']} at AP {chosen['ap']:.4f}, its FP32 @{ref['rois']} {ref['ap']:.4f})")  # fmt: skip
 
 
 def _retime_together(results: dict, groups: dict[str, dict], bench: BenchSettings, log) -> None:
