@@ -346,6 +346,9 @@ def finetune_epochs_of(epochs: int | None, iters: int | None, minutes: float | N
 @click.option("--rpn-ratio", default=0.0, show_default=True, type=FRACTION,
               help="Fraction of the RPN's mid channels (its 3x3 conv's outputs) removed (its 1x1 outputs "
                    "follow).")  # fmt: skip
+@click.option("--hires-ratio", default=None, type=FRACTION,
+              help="The ratio of the backbone's groups at stride <= 4, where a channel costs 4-16x the MACs and "
+                   "memory traffic of one deeper [default: --ratio].")  # fmt: skip
 @click.option("--augment", type=click.Choice(["flip", "aerial"]), default="flip", show_default=True,
               help="Fine-tuning augmentation, as for train (aerial: flips, quarter turns, colour).")  # fmt: skip
 @click.option("--distill", is_flag=True, help="Distil from the unpruned model (RoI logits + deltas) while tuning.")
@@ -367,9 +370,9 @@ def finetune_epochs_of(epochs: int | None, iters: int | None, minutes: float | N
 def prune(
     model: str, ratio: float, train_json: str, val_json: str | None, finetune_epochs: int | None,
     finetune_iters: int | None, finetune_minutes: float | None, thin_ratio: float | None, fc_ratio: float,
-    rpn_ratio: float, augment: str, distill: bool, reconstruct: bool, calib_batches: int, importance: str,
-    round_to: int, backbone: bool, thin_head: bool, lr: float, batch_size: int, threads: int | None, seed: int,
-    out: str,
+    rpn_ratio: float, hires_ratio: float | None, augment: str, distill: bool, reconstruct: bool,
+    calib_batches: int, importance: str, round_to: int, backbone: bool, thin_head: bool, lr: float, batch_size: int,
+    threads: int | None, seed: int, out: str,
 ) -> None:  # fmt: skip
     """Prune MODEL (backbone channels, thin-map C_mid, whole PS groups; optionally the fc and RPN widths), fine-tune
     it and save it; prints the per-stage MACs/params and the val AP before and after."""
@@ -385,7 +388,7 @@ def prune(
     settings = PruneSettings(
         ratio=ratio, importance=Importance(importance), round_to=round_to or None, backbone=backbone,
         thin_head=thin_head, distill=distill, fc_ratio=fc_ratio, thin_ratio=thin_ratio, rpn_ratio=rpn_ratio,
-        reconstruct=reconstruct, calib_batches=calib_batches,
+        hires_ratio=hires_ratio, reconstruct=reconstruct, calib_batches=calib_batches,
     )  # fmt: skip
     run = prune_checkpoint(model, out, train_json=train_json, val_json=val_json, settings=settings,
                            train_config=tcfg, command=command_line(), log=_echo)  # fmt: skip

@@ -38,6 +38,7 @@ class PruneSettings:
     fc_ratio: float = 0.0  # fraction of the fc-2048's hidden units removed
     thin_ratio: float | None = None  # the thin head's own ratio (None: ``ratio``)
     rpn_ratio: float = 0.0  # fraction of the RPN's mid channels (its 3x3 conv's outputs) removed
+    hires_ratio: float | None = None  # the backbone's stride <= 4 groups' own ratio (None: ``ratio``)
     bn_batches: int = 16  # BN re-estimation batches after pruning (0: keep the old statistics)
     reconstruct: bool = True  # prune the head by least-squares reconstruction (compress/reconstruct.py)
     calib_batches: int = 32  # training batches the reconstruction (and its BN re-estimation) draws from
@@ -106,7 +107,8 @@ def _prune(
         log(f"pruning with least-squares reconstruction on {s.calib_batches} training batches")
     pruned, report = prune_model(model, ratio=s.ratio, backbone=s.backbone, thin_head=s.thin_head,
                                  importance=s.importance, round_to=s.round_to, fc_ratio=s.fc_ratio,
-                                 thin_ratio=s.thin_ratio, rpn_ratio=s.rpn_ratio, calibration=calibration,
+                                 thin_ratio=s.thin_ratio, rpn_ratio=s.rpn_ratio, hires_ratio=s.hires_ratio,
+                                 calibration=calibration,
                                  bn_batches=s.bn_batches)  # fmt: skip
     log(f"pruned {source or 'the model'} (widths {report.widths}): "
         f"backbone + thin_map MACs -{report.macs_reduction:.1%}")  # fmt: skip

@@ -6,7 +6,9 @@ Each part is pruned by what it is:
   (residual groups included) loses ``ratio`` of its channels (kept count rounded up to ``round_to``), ranked by L1/L2
   filter norm or BN scale. The backbone's output width is pruned too; the RPN conv and the thin head's first convs
   are never pruned as roots, but lose the matching input channels because the dependency graph follows the
-  backbone's output into them.
+  backbone's output into them. ``hires_ratio`` gives the groups at stride <= 4 their own ratio: at a 512x512 input
+  MobileNetV2's features.0-3 write 256x256 and 128x128 maps, and took 60-70% of the pruned backbone's time under
+  OpenVINO's AVX2 kernels (per-node counters) for about a third of its MACs.
 - **Thin head C_mid** (by hand): a mid channel of branch A is produced by ``col_a`` and consumed only by ``row_a``
   (branch B: ``row_b`` -> ``col_b``). The branches meet only in the sum at the output, so each branch's mids are ranked
   and removed on their own, at the same ratio. Removing mid channel j is exactly the same as zeroing ``row_a[:, j]``.
@@ -61,6 +63,7 @@ from lighthead_edge.modeling.detector import LightHeadRCNN
 from lighthead_edge.modeling.summary import StageCost, stage_costs
 
 PRUNED_STAGES = ("backbone", "thin_map")  # the stages the MAC target is about
+HIRES_STRIDE = 4  # ``hires_ratio`` applies to backbone groups whose root conv writes at this stride or finer
 
 
 class Importance(str, Enum):
@@ -90,6 +93,7 @@ class PruneReport:
     fc_ratio: float = 0.0
     rpn_ratio: float = 0.0
     reconstruction: dict[str, Any] | None = None  # ReconstructReport as a dict, when the head was refitted
+    hires_ratio: float | None = None  # the backbone's stride <= 4 groups' ratio (None: ``ratio``)
 
     @staticmethod
     def macs_of(rows: list[StageCost], stages: Sequence[str] = PRUNED_STAGES) -> float:
@@ -104,6 +108,7 @@ class PruneReport:
         """Plain values for ``meta["pruned"]`` of a checkpoint (``weights_only`` loading can read them)."""
         return {
             "ratio": self.ratio, "thin_ratio": self.thin_ratio, "fc_ratio": self.fc_ratio, "rpn_ratio": self.rpn_ratio,
+            "hires_ratio": self.hires_ratio,
             "importance": self.importance, "round_to": self.round_to,
             "widths": {k: list(v) for k, v in self.widths.items()}, "removed_groups": list(self.removed_groups),
             "macs_reduction": self.macs_reduction, "reconstruction": self.reconstruction,
@@ -126,6 +131,7 @@ class PruneReport:
         ratios = f"ratio {self.ratio}" + (f", thin head {self.thin_ratio}" if self.thin_ratio is not None else "")
         ratios += f", fc {self.fc_ratio}" if self.fc_ratio else ""
         ratios += f", rpn {self.rpn_ratio}" if self.rpn_ratio else ""
+        ratios += f", stride<=4 {self.hires_ratio}" if self.hires_ratio is not None else ""
         lines.append(f"backbone + thin_map MACs -{self.macs_reduction:.1%} at {ratios} ({self.importance}); "
                      f"{widths}; removed PS groups {self.removed_groups}")  # fmt: skip
         return "\n".join(lines)
@@ -142,6 +148,7 @@ def prune_model(
     fc_ratio: float = 0.0,
     thin_ratio: float | None = None,
     rpn_ratio: float = 0.0,
+    hires_ratio: float | None = None,
     calibration: Batches | None = None,
     bn_batches: int = 16,
 ) -> tuple[LightHeadRCNN, PruneReport]:
@@ -158,6 +165,7 @@ def prune_model(
         thin_ratio: the thin head's own ratio (C_mid and alpha), when it should differ from the backbone's ``ratio``
             (None: the same). The thin map is as costly as the backbone but has no ImageNet features to lose.
         rpn_ratio: fraction of the RPN's mid channels (its 3x3 conv's outputs) removed (0: the RPN keeps its width).
+        hires_ratio: the ratio of the backbone groups at stride <= 4 (None: ``ratio``); see :func:`prune_backbone`.
         calibration: a callable giving a fresh pass over (images, targets) training batches. With it, the backbone's
             BN statistics are re-estimated on up to ``bn_batches`` of them right after backbone pruning, and the
             head is pruned by least-squares reconstruction against ``model`` (``compress/reconstruct.py``): C_mid by
@@ -173,6 +181,8 @@ def prune_model(
         raise ConfigError(f"--thin-ratio must be in [0, 1), got {thin_ratio}")
     if not 0.0 <= rpn_ratio < 1.0:
         raise ConfigError(f"--rpn-ratio must be in [0, 1), got {rpn_ratio}")
+    if hires_ratio is not None and not 0.0 <= hires_ratio < 1.0:
+        raise ConfigError(f"--hires-ratio must be in [0, 1), got {hires_ratio}")
     try:
         importance = Importance(importance)
     except ValueError:
@@ -180,8 +190,8 @@ def prune_model(
     pruned = copy.deepcopy(model).eval()
     before, widths = stage_costs(model), _widths(pruned)
     removed: list[int] = []
-    if backbone and ratio > 0:
-        prune_backbone(pruned, ratio=ratio, importance=importance, round_to=round_to)
+    if backbone and (ratio > 0 or hires_ratio):
+        prune_backbone(pruned, ratio=ratio, importance=importance, round_to=round_to, hires_ratio=hires_ratio)
     recon = None
     if calibration is not None:
         removed, recon = _prune_head_by_reconstruction(
@@ -208,7 +218,7 @@ def prune_model(
     report = PruneReport(
         ratio, importance.value, round_to, before, stage_costs(pruned),
         {k: [widths[k], after[k]] for k in widths}, removed, thin_ratio, fc_ratio, rpn_ratio,
-        dataclasses.asdict(recon) if recon is not None else None,
+        dataclasses.asdict(recon) if recon is not None else None, hires_ratio,
     )  # fmt: skip
     return pruned, report
 
@@ -277,8 +287,15 @@ def _tp_importance(importance: Importance):
     return tp.importance.MagnitudeImportance(p=2 if importance is Importance.L2 else 1)
 
 
-def prune_backbone(model: LightHeadRCNN, *, ratio: float, importance: Importance, round_to: int | None) -> None:
+def prune_backbone(
+    model: LightHeadRCNN, *, ratio: float, importance: Importance, round_to: int | None,
+    hires_ratio: float | None = None,
+) -> None:  # fmt: skip
     """Prune the backbone of ``model`` in place with Torch-Pruning's DepGraph; see the module docstring.
+
+    ``hires_ratio`` (None: ``ratio``) is the ratio of the channel groups whose root conv writes at stride <= 4
+    (:data:`HIRES_STRIDE`) of the input: a channel there costs 4x (stride 4) or 16x (stride 2) the MACs and memory
+    traffic of one at stride 8 or 16.
 
     Note: Torch-Pruning's own ``round_to`` rounds the kept count DOWN, so at a small ratio a narrow group loses a whole
     multiple (MobileNetV2's 16-channel bottleneck becomes 8 at ratio 0.05). Here each group's kept count is rounded UP,
@@ -292,13 +309,15 @@ def prune_backbone(model: LightHeadRCNN, *, ratio: float, importance: Importance
     model.eval()  # tracing runs a forward: BN statistics must not move
     net, example = _FeatureNet(model), torch.zeros(1, 3, h, w)
     graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    strides = conv_strides(model.backbone, example) if hires_ratio is not None else {}
     ratios = {}
     for group in graph.get_all_groups(ignored_layers=heads, root_module_types=[nn.Conv2d, nn.Linear]):
         root = group[0].dep.target.module
         n = graph.get_out_channels(root)
         if n:
+            r = hires_ratio if strides.get(root, HIRES_STRIDE + 1) <= HIRES_STRIDE else ratio
             # the epsilon keeps int(n * (1 - r)) from landing one below the intended count
-            ratios[root] = max((n - _keep_count(n, ratio, round_to)) / n - 1e-9, 0.0)
+            ratios[root] = max((n - _keep_count(n, r, round_to)) / n - 1e-9, 0.0)
     pruner = tp.pruner.BasePruner(
         net, example_inputs=example, importance=_tp_importance(importance),
         pruning_ratio=ratio, pruning_ratio_dict=ratios, ignored_layers=heads, round_to=None,
@@ -306,6 +325,20 @@ def prune_backbone(model: LightHeadRCNN, *, ratio: float, importance: Importance
     pruner.step()
     model.backbone.out_channels = model.rpn.head.conv.in_channels
     model.train(was_training)
+
+
+def conv_strides(backbone: nn.Module, example: Tensor) -> dict[nn.Module, int]:
+    """{conv: the stride of its output against ``example``'s height}, from one forward pass."""
+    out: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_hook(lambda m, _, y: out.__setitem__(m, round(example.shape[-2] / y.shape[-2])))
+             for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            backbone(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ thin head

@@ -9,6 +9,7 @@ import torch
 
 from lighthead_edge.cli import TIME_BOUND_EPOCHS, finetune_epochs_of
 from lighthead_edge.compress import DistillConfig, RoIDistiller, prune_model, recalibrate_bn, remove_ps_groups
+from lighthead_edge.compress.prune import conv_strides
 from lighthead_edge.compress.surgery import prune_branch_mid, ps_channels
 from lighthead_edge.config import ModelConfig
 from lighthead_edge.errors import CheckpointError, ConfigError
@@ -177,6 +178,31 @@ def test_rpn_mid_pruning_is_exact_and_reloads(tmp_path, tiny_detector, image):
     assert len(a["scores"]) > 0 and torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
     with pytest.raises(ConfigError, match="rpn-ratio"):
         prune_model(tiny_detector, ratio=0.5, rpn_ratio=1.0)
+
+
+def test_hires_ratio_prunes_the_stride_2_and_4_groups_at_their_own_ratio(tiny_detector, image, tmp_path):
+    """The tiny backbone is two convs at each of strides 2, 4, 8, 16 (widths 16, 32, 48, 64): ``hires_ratio`` is the
+    ratio of the first four, ``ratio`` of the rest (kept counts rounded up to 8)."""
+    convs = lambda m: [m.backbone.features[i][0] for i in range(8)]  # noqa: E731
+    strides = conv_strides(tiny_detector.backbone, torch.zeros(1, 3, 128, 128))
+    assert [strides[c] for c in convs(tiny_detector)] == [2, 2, 4, 4, 8, 8, 16, 16]
+    uniform, _ = prune_model(tiny_detector, ratio=0.25, thin_head=False)
+    assert [c.out_channels for c in convs(uniform)] == [16, 16, 24, 24, 40, 40, 48, 48]
+    pruned, report = prune_model(tiny_detector, ratio=0.25, hires_ratio=0.75, thin_head=False)
+    assert [c.out_channels for c in convs(pruned)] == [8, 8, 8, 8, 40, 40, 48, 48]
+    assert report.to_meta()["hires_ratio"] == 0.75 and "stride<=4 0.75" in report.format()
+    backbone_macs = lambda r: next(x.macs for x in r if x.stage == "backbone")  # noqa: E731
+    assert backbone_macs(report.after) < 0.6 * backbone_macs(prune_model(tiny_detector, ratio=0.25,
+                                                                         thin_head=False)[1].after)  # fmt: skip
+    spared, _ = prune_model(tiny_detector, ratio=0.5, hires_ratio=0.0, thin_head=False)  # deep only
+    assert [c.out_channels for c in convs(spared)] == [16, 16, 32, 32, 24, 24, 32, 32]
+    path = save_checkpoint(tmp_path / "h.pt", pruned, CLASSES, meta={"pruned": report.to_meta()})
+    loaded, _, _ = load_checkpoint(path)
+    with torch.no_grad():
+        a, b = pruned(image)[0], loaded(image)[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    with pytest.raises(ConfigError, match="hires-ratio"):
+        prune_model(tiny_detector, ratio=0.5, hires_ratio=1.0)
 
 
 def test_thin_head_ratio_is_its_own(tiny_detector):

@@ -166,6 +166,7 @@ PRUNE = {
     "thin_ratio": (["--thin-ratio", "0.3"], lambda s, f: s.prune["thin_ratio"] == 0.3),
     "fc_ratio": (["--fc-ratio", "0.5"], lambda s, f: s.prune["fc_ratio"] == 0.5),
     "rpn_ratio": (["--rpn-ratio", "0.5"], lambda s, f: s.prune["rpn_ratio"] == 0.5),
+    "hires_ratio": (["--hires-ratio", "0.6"], lambda s, f: s.prune["hires_ratio"] == 0.6),
     "augment": (["--augment", "aerial"], lambda s, f: s.run.train_set.augment == "aerial"),
     "distill": (["--distill"],
                 lambda s, f: isinstance(s.run.extra_loss, RoIDistiller)
