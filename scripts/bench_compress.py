@@ -10,8 +10,9 @@
 ``--pruned`` takes a model that ``lighthead-edge prune`` already pruned and fine-tuned (fine-tuning to recover the
 accuracy takes longer than a benchmark should), instead of pruning here with ``--prune`` / ``--finetune-epochs``.
 ``--tuned`` (repeatable) adds the variant that ``lighthead-edge tune`` chose into a bundle folder (its manifest's
-``tune.chosen``: precision and RoI budget) as a row ``backend/tuned-<precision>@<rois>``, measured on ``--val`` and
-timed in the same interleaved schedule, so "pruned + tuned INT8 against the unpruned FP32" is one ratio of one table.
+``tune.chosen``: precision and RoI budget) as a row ``backend/tuned-<precision>@<rois>`` (``pruned-tuned-...`` when it
+was tuned from ``--pruned``), measured on ``--val`` and timed in the same interleaved schedule, so "pruned + tuned
+INT8 against the unpruned FP32" is one ratio of one table.
 
 Every figure comes from this one run on this machine: latency p50/p95 at each ``--threads`` count, async throughput,
 size on disk and, with ``--val``, COCO AP/AP50. The latencies of all ONNX Runtime and OpenVINO variants, unpruned
@@ -77,7 +78,8 @@ def _default_model(out: Path) -> tuple[Path, Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     cap_isa(args.isa)  # before anything compiles an OpenVINO model in this process
-    tuned = [_tuned_variant(Path(root)) for root in args.tuned]  # refused before an hour of work, not after
+    # refused before an hour of work, not after
+    tuned = _tuned_variants([Path(root) for root in args.tuned], args.checkpoint, args.pruned)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint, train, val = (Path(args.checkpoint), args.data, args.val) if args.checkpoint else _default_model(out)
@@ -143,20 +145,34 @@ def _variants(root: Path) -> dict:
     return {a.key: (loaded, a) for a in loaded.artifacts if a.precision.value != "fp16"}
 
 
-def _tuned_variant(root: Path) -> tuple:
-    """The variant ``tune`` chose into ``root`` -> (row key, bundle, artifact); a one-line exit if it is not one."""
+def _tuned_variants(roots: list[Path], checkpoint: str | None, pruned: str | None) -> list[tuple]:
+    """The variant ``tune`` chose into each of ``roots`` -> [(row key, bundle, artifact)]; a one-line exit for a
+    folder that is not such a bundle. The key says which model was tuned: ``backend/tuned-int8@100`` for
+    ``--checkpoint``, ``backend/pruned-tuned-int8@100`` for ``--pruned`` (by the manifest's source sha256), and
+    ``backend/tuned-int8@100:<checkpoint name>`` for any other."""
+    import hashlib
+    import itertools
+
     from lighthead_edge.runtime.bundle import BundleError, load_bundle
 
-    try:
-        bundle = load_bundle(root)
-    except BundleError as e:
-        sys.exit(f"--tuned {root}: {e}")
-    tune = bundle.manifest.get("tune")
-    if not isinstance(tune, dict) or "chosen" not in tune:
-        sys.exit(f"--tuned {root}: not a bundle written by `lighthead-edge tune` (its manifest has no tune.chosen)")
-    chosen, backend = tune["chosen"], tune["settings"]["backend"]
-    artifact = bundle.artifact(backend, chosen["precision"])
-    return f"{backend}/tuned-{chosen['precision']}@{chosen['rois']}", bundle, artifact
+    digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None  # noqa: E731
+    prefixes = {digest(pruned): "pruned-tuned-", digest(checkpoint): "tuned-"}
+    out, keys = [], set()
+    for root in roots:
+        try:
+            bundle = load_bundle(root)
+        except BundleError as e:
+            sys.exit(f"--tuned {root}: {e}")
+        tune = bundle.manifest.get("tune")
+        if not isinstance(tune, dict) or "chosen" not in tune:
+            sys.exit(f"--tuned {root}: not a bundle written by `lighthead-edge tune` (its manifest has no tune.chosen)")
+        chosen, backend, source = tune["chosen"], tune["settings"]["backend"], bundle.manifest["source_checkpoint"]
+        key = f"{backend}/{prefixes.get(source['sha256'], 'tuned-')}{chosen['precision']}@{chosen['rois']}"
+        key += "" if source["sha256"] in prefixes else f":{source['name']}"
+        key = next(k for n in itertools.count(1) if (k := key if n == 1 else f"{key}:{n}") not in keys)
+        keys.add(key)
+        out.append((key, bundle, bundle.artifact(backend, chosen["precision"])))
+    return out
 
 
 def _tuned_line(key: str, bundle) -> str:

@@ -63,6 +63,20 @@ def _bench_compress():
     return module
 
 
+def test_bench_compress_names_which_model_a_tuned_row_was_tuned_from(tuned, tmp_path: Path) -> None:
+    """By the tuned bundle's source sha256: --checkpoint's -> tuned-, --pruned's -> pruned-tuned-, else the name."""
+    assert tuned.code == 0, tuned.err
+    chosen = json.loads((tuned.out / "tune.json").read_text())["chosen"]
+    point = f"{chosen['precision']}@{chosen['rois']}"
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not the tuned model")
+    rows = _bench_compress()._tuned_variants([tuned.out, tuned.out], str(other), str(CHECKPOINT))
+    assert [key for key, _, _ in rows] == [f"onnxruntime/pruned-tuned-{point}", f"onnxruntime/pruned-tuned-{point}:2"]
+    assert rows[0][2].precision.value == chosen["precision"] and rows[0][1].root == tuned.out
+    (key, _, _), = _bench_compress()._tuned_variants([tuned.out], str(other), None)
+    assert key == f"onnxruntime/tuned-{point}:{CHECKPOINT.name}"
+
+
 def test_bench_compress_refuses_a_bundle_tune_did_not_write(assets: ExportedAssets, tmp_path: Path) -> None:
     data = str(assets.val_json)
     with pytest.raises(SystemExit, match="not a bundle written by `lighthead-edge tune`"):
