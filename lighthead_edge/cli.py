@@ -483,8 +483,11 @@ def quantize(checkpoint: str, calib: str, backend: str, calib_size: int, selecti
 @click.option("--isa", type=click.Choice(list(ISAS)), default="native", show_default=True,
               help="Cap OpenVINO's oneDNN kernels at this ISA, to tune for an older CPU (e.g. avx2) on this one "
                    "(OpenVINO only).")  # fmt: skip
+@click.option("--tie", default=0.03, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Points within this fraction of the fastest one's latency count as equally fast; the highest AP "
+                   "of them wins (0: the fastest always).")  # fmt: skip
 def tune(checkpoint: str, val_json: str, calib: str, backend: str, rois: tuple[int, ...], max_drop: float,
-         calib_size: int, selection: str, threads: int, runs: int, out: str, isa: str) -> None:  # fmt: skip
+         calib_size: int, selection: str, threads: int, runs: int, out: str, isa: str, tie: float) -> None:  # fmt: skip
     """Search the RoI budget and which layers run INT8 on this CPU; write the fastest bundle within --max-drop,
     with a report (tune.md) and an AP-against-latency plot (tune.png)."""
     from lighthead_edge.compress.calibration import Selection
@@ -494,7 +497,7 @@ def tune(checkpoint: str, val_json: str, calib: str, backend: str, rois: tuple[i
 
     settings = TuneSettings(
         val_json=val_json, backend=Backend(backend), rois=tuple(rois), max_drop=max_drop, calib_size=calib_size,
-        selection=Selection(selection), threads=threads, runs=runs, isa=isa,
+        selection=Selection(selection), threads=threads, runs=runs, isa=isa, tie=tie,
     )  # fmt: skip
     cap_isa(isa)  # before anything compiles an OpenVINO model in this process (after the settings' own checks)
     run = tune_checkpoint(checkpoint, out, calib=calib, settings=settings, log=_echo)

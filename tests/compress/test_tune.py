@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from exported import ExportedAssets
 
-from lighthead_edge.compress.tune import Point, pareto
+from lighthead_edge.compress.tune import Point, choose, pareto
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.runtime.bundle import load_bundle
 from lighthead_edge.runtime.detector import Detector
@@ -23,6 +23,22 @@ def test_pareto_front() -> None:
     pts = [Point(10, "int8", 0.30, 0.5, 10.0), Point(10, "fp32", 0.32, 0.5, 20.0), Point(50, "int8", 0.29, 0.5, 15.0),
            Point(50, "fp32", 0.35, 0.5, 30.0), Point(100, "fp32", 0.34, 0.5, 40.0)]  # fmt: skip
     assert [(p.rois, p.precision) for p in pareto(pts)] == [(10, "int8"), (10, "fp32"), (50, "fp32")]
+
+
+def test_choose_takes_the_best_ap_among_points_tied_with_the_fastest() -> None:
+    """The pruned NEON model's search under the AVX2 cap: int8 @100 17.2 ms, int8 @300 17.3 ms 0.6 points higher."""
+    ref = Point(300, "fp32", 0.2180, 0.58, 18.3)
+    at100, at300, at50 = Point(100, "int8", 0.2087, 0.54, 17.2), Point(300, "int8", 0.2148, 0.57, 17.3), \
+        Point(50, "fp32", 0.1924, 0.52, 16.0)  # fmt: skip
+    points = [ref, at100, at300, at50]
+    assert choose(points, ref, 0.01, 0.03) == (at300, at100)  # at50 is faster but over the AP budget
+    assert choose(points, ref, 0.01, 0.0) == (at100, at100)  # --tie 0: the fastest, always
+    assert choose(points, ref, 0.01, 0.005) == (at100, at100)  # 17.3 ms is 0.6% over 17.2: not within 0.5%
+    slow = Point(300, "int8", 0.2148, 0.57, 17.9)  # 4% slower than int8 @100: not a tie at 3%
+    assert choose([ref, at100, slow], ref, 0.01, 0.03) == (at100, at100)
+    same_ap = Point(200, "int8", 0.2087, 0.55, 17.25)  # equal AP: the quicker of the tied points
+    assert choose([ref, same_ap, at100], ref, 0.01, 0.03)[0] is at100
+    assert choose([ref], ref, 0.01, 0.03) == (ref, ref)  # the reference is always within the budget
 
 
 def test_tune_writes_the_fastest_bundle_within_budget(tuned) -> None:

@@ -34,6 +34,7 @@ CASES = {
     # the cap is set before anything compiles (the quantize runs time and decide under it) and checked by the bench
     "isa": (["--isa", "avx2"], lambda q, b: q["tune"].isa == "avx2" and q["settings"].bench.isa == "avx2"
             and q["env_isa"] == "AVX2"),
+    "tie": (["--tie", "0.1"], lambda q, b: q["tune"].tie == 0.1),
 }  # fmt: skip
 
 
@@ -76,7 +77,7 @@ def test_option_reaches_its_consumer(option: str, monkeypatch, tmp_path: Path) -
 
 def test_a_check_fails_without_its_option(monkeypatch, tmp_path: Path) -> None:
     seen, budgets = run_tune(monkeypatch, tmp_path)
-    for option in ("backend", "rois", "max_drop", "calib_size", "selection", "threads", "runs", "isa"):
+    for option in ("backend", "rois", "max_drop", "calib_size", "selection", "threads", "runs", "isa", "tie"):
         assert not CASES[option][1](seen, budgets), option
 
 
