@@ -60,7 +60,7 @@ from lighthead_edge.compress.surgery import (
 )
 from lighthead_edge.errors import ConfigError
 from lighthead_edge.modeling.detector import LightHeadRCNN
-from lighthead_edge.modeling.summary import StageCost, stage_costs
+from lighthead_edge.modeling.summary import StageCost, conv_calls, stage_costs
 
 PRUNED_STAGES = ("backbone", "thin_map")  # the stages the MAC target is about
 HIRES_STRIDE = 4  # ``hires_ratio`` applies to backbone groups whose root conv writes at this stride or finer
@@ -329,16 +329,7 @@ def prune_backbone(
 
 def conv_strides(backbone: nn.Module, example: Tensor) -> dict[nn.Module, int]:
     """{conv: the stride of its output against ``example``'s height}, from one forward pass."""
-    out: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_hook(lambda m, _, y: out.__setitem__(m, round(example.shape[-2] / y.shape[-2])))
-             for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
-    try:
-        with torch.no_grad():
-            backbone(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return out
+    return {conv: round(example.shape[-2] / y.shape[-2]) for conv, _, y in conv_calls(backbone, example)}
 
 
 # ------------------------------------------------------------------------------------------------------ thin head

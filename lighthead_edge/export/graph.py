@@ -52,6 +52,7 @@ from lighthead_edge.data.transforms import PAD_BGR, letterbox_geometry
 from lighthead_edge.export.swap import swap_modules
 from lighthead_edge.modeling.detector import RCNN_BOX_WEIGHTS, LightHeadRCNN
 from lighthead_edge.modeling.rpn import RPNSettings, make_anchors
+from lighthead_edge.modeling.summary import conv_calls
 from lighthead_edge.ops.boxes import BoxCoder, clip_boxes
 from lighthead_edge.ops.nms import nms
 from lighthead_edge.ops.ps_roi_align import PSRoIAlign
@@ -318,15 +319,7 @@ class FrameLetterbox(nn.Module):
 def first_conv(backbone: nn.Module, example: Tensor) -> tuple[nn.Module, str, nn.Conv2d] | None:
     """(parent, attribute, conv) of the conv that the backbone applies to its input first, if it takes the input
     itself (not a function of it) and is a plain zero-padded conv of 3 channels; else None."""
-    calls: list[tuple[nn.Conv2d, Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, inputs, _out: calls.append((mod, inputs[0])))
-             for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
-    try:
-        with torch.no_grad():
-            backbone(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    calls = conv_calls(backbone, example)
     if not calls or calls[0][1] is not example:
         return None
     conv = calls[0][0]

@@ -17,6 +17,24 @@ class StageCost:
     note: str = ""
 
 
+ConvCall = tuple[torch.nn.Conv2d, torch.Tensor, torch.Tensor]  # (conv, its input, its output)
+
+
+def conv_calls(module: torch.nn.Module, example: torch.Tensor) -> list[ConvCall]:
+    """(conv, its input, its output) of every ``Conv2d`` call of one no-grad forward of ``module`` on ``example``,
+    in call order."""
+    calls: list[ConvCall] = []
+    hooks = [m.register_forward_hook(lambda mod, inputs, out: calls.append((mod, inputs[0], out)))
+             for m in module.modules() if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
 def _count(module: torch.nn.Module, *inputs: torch.Tensor) -> tuple[float, int]:
     import torch_pruning as tp
 
